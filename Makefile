@@ -1,0 +1,55 @@
+# clv-service — read top to bottom: `make run` to try it, `make test` to check it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON  ?= python3
+UV_VERSION := 0.13.9
+# Use uv from PATH when present, else bootstrap a pinned copy into .tools/ (needs only PyPI).
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+CLV := $(VENV)/bin/clv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_CUSTOMERS ?= 2000
+
+.PHONY: help run test lint sync sync-dev postgres bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+sync: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install the locked runtime dependencies into .venv
+	$(UV) sync --frozen --no-dev
+
+sync-dev: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install runtime + dev + bench dependencies
+	$(UV) sync --frozen --extra bench
+
+run: sync  ## migrate the embedded SQLite database, load demo data once, serve on :8000
+	$(CLV) migrate
+	$(CLV) generate-demo --customers $(DEMO_CUSTOMERS) --if-empty
+	@echo "API on http://$(HOST):$(PORT)  (OpenAPI page: http://$(HOST):$(PORT)/docs)"
+	$(CLV) serve --host $(HOST) --port $(PORT)
+
+postgres:  ## make sure the local Postgres answers on 127.0.0.1:5432 (start it if it is down)
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  echo "starting PostgreSQL"; \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; }
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	  echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1
+
+lint: sync-dev  ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check app tests bench migrations
+	$(VENV)/bin/ruff format --check app tests bench migrations
+	$(VENV)/bin/mypy
+
+test: sync-dev postgres lint  ## lint, then the whole suite against a real Postgres
+	$(VENV)/bin/pytest
+
+bench: sync-dev postgres  ## run the benchmarks (writes figures to BENCHMARKS.md)
+	$(VENV)/bin/python -m bench.run_all
+
+clean:  ## remove the virtualenv, tools and the embedded database
+	rm -rf $(VENV) .tools var .pytest_cache .mypy_cache .ruff_cache

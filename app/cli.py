@@ -1,0 +1,181 @@
+"""The `clv` command: how people and containers drive the service."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import func, select
+from tqdm import tqdm
+
+from app.config import get_settings
+
+cli = typer.Typer(
+    name="clv",
+    help="clv-service: customer lifetime value and churn predictions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@cli.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="Downgrade to REVISION instead.")] = False,
+) -> None:
+    """Apply the Alembic migrations to CLV_DATABASE_URL (alembic upgrade head)."""
+    from app import schema
+
+    settings = get_settings()
+    (schema.downgrade if down else schema.upgrade)(revision, settings)
+    typer.echo(f"database {_safe_url(settings.database_url)} is at {revision}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API with uvicorn (refuses a database that is not migrated)."""
+    import uvicorn
+
+    from app.db import create_sync_engine
+    from app.schema import SchemaNotAtHead, check_at_head
+
+    settings = get_settings()
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as connection:
+            check_at_head(connection)
+    except SchemaNotAtHead as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+    )
+
+
+class LogFormat(StrEnum):
+    cdnow = "cdnow"
+    csv = "csv"
+
+
+@cli.command("import-transactions")
+def import_transactions(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The transaction log.")],
+    format: Annotated[LogFormat, typer.Option("--format", help="cdnow or csv.")] = LogFormat.csv,
+) -> None:
+    """Bulk-load a transaction log as order events (idempotent: a re-import adds nothing)."""
+    from app.db import create_sync_engine
+    from app.events.bulk import BulkLoader, EventColumns, LoadStats
+    from app.events.transactions import TransactionLogError, read_cdnow, read_csv
+
+    settings = get_settings()
+
+    def chunks() -> Iterator[EventColumns]:
+        if format is LogFormat.cdnow:
+            return read_cdnow(path)
+        return read_csv(path, settings.currency)
+
+    try:
+        total = sum(len(c) for c in chunks())  # validates every line before anything is stored
+    except TransactionLogError as exc:
+        raise _fail(f"{exc} (nothing was imported)") from exc
+    engine = create_sync_engine(settings)
+    loader = BulkLoader(engine, settings.currency)
+    done = LoadStats()
+    started = time.perf_counter()
+    with tqdm(total=total, unit="ev", desc="importing", file=sys.stderr, disable=None) as bar:
+        for columns in chunks():
+            stats = loader.load(columns)
+            done.events_seen += stats.events_seen
+            done.events_created += stats.events_created
+            done.customers_created += stats.customers_created
+            bar.update(stats.events_seen)
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    typer.echo(
+        f"imported {done.events_created} new events ({done.events_skipped} already stored), "
+        f"{done.customers_created} new customers, in {elapsed:.2f} s "
+        f"({done.events_seen / max(elapsed, 1e-9):,.0f} events/s)"
+    )
+
+
+@cli.command("generate-demo")
+def generate_demo(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (ids include it).")] = 7,
+    years: Annotated[float, typer.Option(min=0.1, help="History length, ending now.")] = 3.0,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="Do nothing if events exist.")
+    ] = False,
+) -> None:
+    """Generate and load synthetic, realistic event streams (orders, refunds, sessions, carts...)."""
+    from app.db import create_sync_engine
+    from app.demo.generator import generate_demo as generate
+    from app.events.bulk import BulkLoader
+    from app.events.models import Event
+
+    settings = get_settings()
+    engine = create_sync_engine(settings)
+    if if_empty:
+        with engine.connect() as connection:
+            if connection.execute(select(func.count()).select_from(Event)).scalar_one():
+                typer.echo("events exist already; no demo data loaded")
+                engine.dispose()
+                return
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+    start = end - dt.timedelta(days=round(365.25 * years))
+    loader = BulkLoader(engine, settings.currency)
+    created = seen = made_customers = 0
+    started = time.perf_counter()
+    with tqdm(
+        total=customers, unit="cust", desc="generating", file=sys.stderr, disable=None
+    ) as bar:
+        for chunk in generate(customers, seed, start=start, end=end):
+            stats = loader.load(chunk.events, chunk.customers)  # type: ignore[arg-type]
+            created += stats.events_created
+            seen += stats.events_seen
+            made_customers += stats.customers_created
+            bar.update(len(chunk.customers.external_id))
+    engine.dispose()
+    typer.echo(
+        f"demo data: {made_customers} new customers, {created} new events "
+        f"({seen - created} already stored) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

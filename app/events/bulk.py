@@ -1,0 +1,255 @@
+"""Bulk loading of event columns: COPY on Postgres, batched INSERT OR IGNORE on SQLite.
+
+Used by `clv import-transactions` and `clv generate-demo`. Loading is idempotent on
+`event_id` (and on customer external id), so re-running an import adds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import numpy as np
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.dialects import sqlite
+
+from app.customers.models import Customer
+from app.events.models import Event
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class CustomerColumns:
+    """Customer profiles, column-wise; empty strings and -1 timestamps mean null."""
+
+    external_id: np.ndarray
+    signup_at_us: np.ndarray  # int64 µs since the Unix epoch, UTC; -1 = unknown
+    country: np.ndarray
+    acquisition_channel: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.external_id)
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """Events, column-wise; amount_cents -1 and order_id "" mean null."""
+
+    event_id: np.ndarray
+    customer_external_id: np.ndarray
+    type: np.ndarray
+    occurred_at_us: np.ndarray  # int64 µs since the Unix epoch, UTC
+    amount_cents: np.ndarray  # int64
+    order_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+@dataclass
+class LoadStats:
+    """What a load added; `events_skipped` were already stored (same event_id)."""
+
+    events_seen: int = 0
+    events_created: int = 0
+    customers_created: int = 0
+    customers_seen: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def events_skipped(self) -> int:
+        return self.events_seen - self.events_created
+
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS stage_events (
+    event_id text, customer text, type text, occurred_us bigint, amount_cents bigint, order_id text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_customers (
+    external_id text, signup_us bigint, country text, channel text
+) ON COMMIT DELETE ROWS;
+"""
+
+_PG_CUSTOMERS_FROM_PROFILES = """
+INSERT INTO customers (external_id, signup_at, country, acquisition_channel)
+SELECT external_id,
+       CASE WHEN signup_us < 0 THEN NULL
+            ELSE timestamptz 'epoch' + signup_us * interval '1 microsecond' END,
+       NULLIF(country, ''), NULLIF(channel, '')
+FROM stage_customers
+ON CONFLICT (external_id) DO NOTHING
+"""
+
+_PG_CUSTOMERS_FROM_EVENTS = """
+INSERT INTO customers (external_id)
+SELECT DISTINCT customer FROM stage_events ORDER BY 1
+ON CONFLICT (external_id) DO NOTHING
+"""
+
+_PG_EVENTS = """
+INSERT INTO events (event_id, customer_id, type, occurred_at, amount, currency, order_id)
+SELECT s.event_id, c.id, s.type,
+       timestamptz 'epoch' + s.occurred_us * interval '1 microsecond',
+       CASE WHEN s.amount_cents < 0 THEN NULL ELSE s.amount_cents / 100.0 END,
+       CASE WHEN s.amount_cents < 0 THEN NULL ELSE %(currency)s END,
+       NULLIF(s.order_id, '')
+FROM stage_events s JOIN customers c ON c.external_id = s.customer
+ORDER BY s.event_id
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+class BulkLoader:
+    """Loads column chunks into customers/events, one transaction per chunk."""
+
+    def __init__(self, engine: Engine, currency: str) -> None:
+        self.engine = engine
+        self.currency = currency
+        self.postgres = engine.dialect.name == "postgresql"
+
+    def load(self, events: EventColumns, customers: CustomerColumns | None = None) -> LoadStats:
+        """Load one chunk; returns what it added."""
+        if self.postgres:
+            return self._load_postgres(events, customers)
+        return self._load_sqlite(events, customers)
+
+    def load_all(
+        self, chunks: Iterable[tuple[EventColumns, CustomerColumns | None]]
+    ) -> Iterator[LoadStats]:
+        """Load chunks one by one, yielding each chunk's stats (for progress display)."""
+        for events, customers in chunks:
+            yield self.load(events, customers)
+
+    def _load_postgres(self, events: EventColumns, customers: CustomerColumns | None) -> LoadStats:
+        stats = LoadStats(events_seen=len(events))
+        raw = self.engine.raw_connection()
+        try:
+            connection = raw.driver_connection
+            assert connection is not None
+            with connection.cursor() as cursor:
+                cursor.execute(_STAGE_DDL)
+                if customers is not None and len(customers):
+                    with cursor.copy(
+                        "COPY stage_customers (external_id, signup_us, country, channel) FROM STDIN"
+                    ) as copy:
+                        copy.write(_customer_lines(customers))
+                    cursor.execute(_PG_CUSTOMERS_FROM_PROFILES)
+                    stats.customers_created += max(cursor.rowcount, 0)
+                with cursor.copy(
+                    "COPY stage_events (event_id, customer, type, occurred_us, amount_cents, order_id) "
+                    "FROM STDIN"
+                ) as copy:
+                    copy.write(_event_lines(events))
+                cursor.execute(_PG_CUSTOMERS_FROM_EVENTS)
+                stats.customers_created += max(cursor.rowcount, 0)
+                cursor.execute(_PG_EVENTS, {"currency": self.currency})
+                stats.events_created = max(cursor.rowcount, 0)
+            connection.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return stats
+
+    def _load_sqlite(self, events: EventColumns, customers: CustomerColumns | None) -> LoadStats:
+        stats = LoadStats(events_seen=len(events))
+        with self.engine.begin() as connection:
+            before = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
+            if customers is not None and len(customers):
+                profiles: list[dict[str, object]] = [
+                    {
+                        "external_id": str(e),
+                        "signup_at": None if s < 0 else EPOCH + dt.timedelta(microseconds=int(s)),
+                        "country": str(c) or None,
+                        "acquisition_channel": str(ch) or None,
+                    }
+                    for e, s, c, ch in zip(
+                        customers.external_id,
+                        customers.signup_at_us,
+                        customers.country,
+                        customers.acquisition_channel,
+                        strict=True,
+                    )
+                ]
+                connection.execute(sqlite.insert(Customer).on_conflict_do_nothing(), profiles)
+            wanted = sorted({str(c) for c in events.customer_external_id})
+            connection.execute(
+                sqlite.insert(Customer).on_conflict_do_nothing(),
+                [{"external_id": e} for e in wanted],
+            )
+            ids: dict[str, int] = {}
+            for start in range(0, len(wanted), 10_000):
+                part = wanted[start : start + 10_000]
+                result = connection.execute(
+                    select(Customer.external_id, Customer.id).where(Customer.external_id.in_(part))
+                )
+                ids.update((external_id, pk) for external_id, pk in result)
+            after = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
+            stats.customers_created = after - before
+            amounts = events.amount_cents
+            rows = [
+                {
+                    "event_id": str(event_id),
+                    "customer_id": ids[str(customer)],
+                    "type": str(kind),
+                    "occurred_at": EPOCH + dt.timedelta(microseconds=int(us)),
+                    "amount": None if cents < 0 else Decimal(int(cents)).scaleb(-2),
+                    "currency": None if cents < 0 else self.currency,
+                    "order_id": str(order) or None,
+                }
+                for event_id, customer, kind, us, cents, order in zip(
+                    events.event_id,
+                    events.customer_external_id,
+                    events.type,
+                    events.occurred_at_us,
+                    amounts,
+                    events.order_id,
+                    strict=True,
+                )
+            ]
+            result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
+            stats.events_created = max(result.rowcount, 0)
+        return stats
+
+
+def _copy_text(value: str) -> str:
+    """Escape for COPY text format (ids are restricted, but channel/country are free text)."""
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
+
+
+def _event_lines(events: EventColumns) -> bytes:
+    buffer = io.StringIO()
+    buffer.writelines(
+        f"{e}\t{c}\t{t}\t{us}\t{cents}\t{o}\n"
+        for e, c, t, us, cents, o in zip(
+            events.event_id.tolist(),
+            events.customer_external_id.tolist(),
+            events.type.tolist(),
+            events.occurred_at_us.tolist(),
+            events.amount_cents.tolist(),
+            events.order_id.tolist(),
+            strict=True,
+        )
+    )
+    return buffer.getvalue().encode()
+
+
+def _customer_lines(customers: CustomerColumns) -> bytes:
+    buffer = io.StringIO()
+    buffer.writelines(
+        f"{e}\t{s}\t{_copy_text(c)}\t{_copy_text(ch)}\n"
+        for e, s, c, ch in zip(
+            customers.external_id.tolist(),
+            customers.signup_at_us.tolist(),
+            customers.country.tolist(),
+            customers.acquisition_channel.tolist(),
+            strict=True,
+        )
+    )
+    return buffer.getvalue().encode()
