@@ -107,8 +107,7 @@ def import_transactions(
     done = LoadStats()
     started = time.perf_counter()
     with tqdm(total=total, unit="ev", desc="importing", file=sys.stderr, disable=None) as bar:
-        for columns in chunks():
-            stats = loader.load(columns)
+        for stats in loader.load_all((columns, None) for columns in chunks()):
             done.events_seen += stats.events_seen
             done.events_created += stats.events_created
             done.customers_created += stats.customers_created
@@ -153,12 +152,12 @@ def generate_demo(
     with tqdm(
         total=customers, unit="cust", desc="generating", file=sys.stderr, disable=None
     ) as bar:
-        for chunk in generate(customers, seed, start=start, end=end):
-            stats = loader.load(chunk.events, chunk.customers)  # type: ignore[arg-type]
+        batches = generate(customers, seed, start=start, end=end, chunk_customers=10_000)
+        for stats in loader.load_all((chunk.events, chunk.customers) for chunk in batches):
             created += stats.events_created
             seen += stats.events_seen
             made_customers += stats.customers_created
-            bar.update(len(chunk.customers.external_id))
+            bar.update(stats.customers_seen)
     engine.dispose()
     typer.echo(
         f"demo data: {made_customers} new customers, {created} new events "

@@ -17,6 +17,7 @@ from app.customers.router import router as customers_router
 from app.db import create_async_db_engine, session_factory
 from app.errors import install_error_handlers
 from app.events.router import router as events_router
+from app.features.router import router as features_router
 from app.limits import BodyLimitMiddleware
 from app.schema import check_at_head
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.include_router(events_router)
     app.include_router(customers_router)
+    app.include_router(features_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -73,8 +73,8 @@ class CustomerService:
         rows = await self.events.page_for_customer(customer.id, limit + 1, after)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].occurred_at, rows[-1].id) if more else None
-        return EventPage(items=[to_out(r, external_id) for r in rows], next_cursor=next_cursor)
+        next_cursor = encode_cursor(rows[-1][0].occurred_at, rows[-1][1]) if more else None
+        return EventPage(items=[to_out(event) for event, _ in rows], next_cursor=next_cursor)
 
     async def _out(self, customer: Customer) -> CustomerOut:
         s = await self.customers.summary(customer.id)

@@ -52,7 +52,7 @@ async def post_event(
     stored = await EventService(session, settings).ingest_one(event)
     if stored.status == "duplicate":
         response.status_code = status.HTTP_200_OK
-    return EventAck(status=stored.status, event=to_out(stored.event, stored.customer_external_id))
+    return EventAck(status=stored.status, event=to_out(stored.event))
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
@@ -13,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import PROBLEM_BASE, Conflict, FieldError, InvalidInput, field_errors, pointer_for
-from app.events.models import Event, EventType
-from app.events.repository import EventRepository
+from app.events.models import EventType
+from app.events.repository import EventRepository, StoredEvent
 from app.events.schemas import (
     BatchItemResult,
     EventBatchResult,
@@ -26,6 +27,7 @@ from app.events.schemas import (
 )
 
 _EVENT = TypeAdapter(EventIn)
+_CENT = Decimal("0.01")
 _DEADLOCK_RETRIES = 3
 
 
@@ -67,11 +69,11 @@ def policy_errors(event: EventIn, settings: Settings, now: dt.datetime) -> list[
     return errors
 
 
-def to_out(event: Event, customer_external_id: str) -> EventOut:
+def to_out(event: StoredEvent) -> EventOut:
     """The API view of a stored event."""
     return EventOut(
         event_id=event.event_id,
-        customer_id=customer_external_id,
+        customer_id=event.customer_id,
         type=EventType(event.type),
         occurred_at=event.occurred_at,
         amount=event.amount,
@@ -82,9 +84,9 @@ def to_out(event: Event, customer_external_id: str) -> EventOut:
     )
 
 
-def _stored_fingerprint(event: Event, customer_external_id: str) -> tuple[Any, ...]:
+def _stored_fingerprint(event: StoredEvent) -> tuple[Any, ...]:
     return (
-        customer_external_id,
+        event.customer_id,
         event.type,
         event.occurred_at.astimezone(dt.UTC),
         None if event.amount is None else event.amount.normalize(),
@@ -99,8 +101,7 @@ class Stored:
     """Outcome of storing one valid event."""
 
     status: Literal["created", "duplicate", "conflict"]
-    event: Event
-    customer_external_id: str
+    event: StoredEvent
 
 
 class EventService:
@@ -224,18 +225,37 @@ class EventService:
             for e in events
         ]
         inserted = await self.events.insert_many(rows)
-        stored = await self.events.by_event_ids(e.event_id for e in events)
+        # Only ids that were already taken need a read: duplicate or conflict?
+        earlier = await self.events.by_event_ids(
+            e.event_id for e in events if e.event_id not in inserted
+        )
         outcomes = []
         for e in events:
-            row, owner = stored[e.event_id]
-            if e.event_id in inserted:
-                status: Literal["created", "duplicate", "conflict"] = "created"
-            elif _stored_fingerprint(row, owner) == e.fingerprint():
-                status = "duplicate"
-            else:
-                status = "conflict"
-            outcomes.append(Stored(status=status, event=row, customer_external_id=owner))
+            received_at = inserted.get(e.event_id)
+            if received_at is not None:
+                outcomes.append(Stored("created", _as_stored(e, received_at)))
+                continue
+            row = earlier[e.event_id]
+            status: Literal["duplicate", "conflict"] = (
+                "duplicate" if _stored_fingerprint(row) == e.fingerprint() else "conflict"
+            )
+            outcomes.append(Stored(status, row))
         return outcomes
+
+
+def _as_stored(event: EventIn, received_at: dt.datetime) -> StoredEvent:
+    """What the database now holds for a freshly inserted event (without reading it back)."""
+    return StoredEvent(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        type=event.type.value,
+        occurred_at=event.occurred_at.astimezone(dt.UTC),
+        amount=None if event.amount is None else event.amount.quantize(_CENT),
+        currency=event.currency,
+        order_id=event.order_id,
+        properties=event.properties,
+        received_at=received_at,
+    )
 
 
 def _rejected(

@@ -44,7 +44,7 @@ def _columns(rows: list[tuple[str, str, str, int, int, str]]) -> EventColumns:
     )
 
 
-def read_cdnow(path: Path, chunk_rows: int = 100_000) -> Iterator[EventColumns]:
+def read_cdnow(path: Path, chunk_rows: int = 25_000) -> Iterator[EventColumns]:
     """CDNOW_master.txt: `customer_id date(YYYYMMDD) number_of_cds dollar_value`, one order a line.
 
     Event ids are `cdnow:<customer>:<date>:<k>`, k counting same-customer same-day lines in file
@@ -104,7 +104,7 @@ def _parse_time(value: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
-def read_csv(path: Path, currency: str, chunk_rows: int = 100_000) -> Iterator[EventColumns]:
+def read_csv(path: Path, currency: str, chunk_rows: int = 25_000) -> Iterator[EventColumns]:
     """A CSV with header `customer_id,occurred_at,amount` and optional `event_id,order_id,type,currency`.
 
     `occurred_at` is RFC 3339 with offset or a YYYY-MM-DD date (midnight UTC); `type` is order

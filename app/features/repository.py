@@ -1,0 +1,256 @@
+"""The one aggregate query behind every feature, for one customer, a list, or a range of ids.
+
+The scope only changes which customers the query reads; the aggregate expressions are the same
+text for the online and the offline callers (see `AGGREGATE_SQL`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import Engine, TextClause, bindparam, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.customers.models import Customer
+from app.db import UTCDateTime
+from app.features.definitions import (
+    AGGREGATES,
+    BEHAVIOUR_WINDOWS,
+    FEATURE_NAMES,
+    WINDOWS,
+    compute_features,
+)
+
+Scope = Literal["one", "many", "range"]
+
+# {day}, {cents}, {epoch_of} are per-dialect expressions; {events_scope} / {customers_scope}
+# pick the customers. Everything else is shared, so online and offline cannot disagree.
+AGGREGATE_SQL = """
+WITH ev AS (
+    SELECT e.customer_id, e.type, e.occurred_at,
+           {day} AS day,
+           CASE WHEN e.amount IS NULL THEN 0 ELSE {cents} END AS cents
+    FROM events e
+    WHERE e.occurred_at <= :as_of AND {events_scope}
+),
+daily AS (
+    SELECT customer_id, day,
+           COUNT(*) AS n_events,
+           MIN(occurred_at) AS first_at,
+           MAX(occurred_at) AS last_at,
+           MAX(CASE WHEN type <> 'order' THEN occurred_at END) AS last_activity_at,
+           SUM(CASE WHEN type = 'order' THEN 1 ELSE 0 END) AS n_orders,
+           MIN(CASE WHEN type = 'order' THEN occurred_at END) AS first_order_at,
+           MAX(CASE WHEN type = 'order' THEN occurred_at END) AS last_order_at,
+           SUM(CASE WHEN type = 'order' THEN cents ELSE 0 END) AS order_cents,
+           SUM(CASE WHEN type = 'refund' THEN cents ELSE 0 END) AS refund_cents,
+{window_sums}
+           SUM(CASE WHEN type = 'order' AND occurred_at > :t180 AND occurred_at <= :t90
+                    THEN cents ELSE 0 END) AS revenue_cents_prev90,
+           SUM(CASE WHEN type = 'add_to_cart' THEN 1 ELSE 0 END) AS n_carts
+    FROM ev
+    GROUP BY customer_id, day
+),
+walked AS (
+    SELECT d.*,
+           MAX(CASE WHEN n_orders > 0 THEN day END) OVER (
+               PARTITION BY customer_id ORDER BY day
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_order_day,
+           MIN(CASE WHEN n_orders > 0 THEN day END) OVER (PARTITION BY customer_id) AS first_order_day,
+           MAX(CASE WHEN n_orders > 0 THEN day END) OVER (PARTITION BY customer_id) AS last_order_day
+    FROM daily d
+),
+per_customer AS (
+    SELECT customer_id,
+           SUM(n_events) AS n_events,
+           COUNT(*) AS active_days,
+           {epoch_of_min_first_at} AS first_event_epoch,
+           {epoch_of_max_last_at} AS last_event_epoch,
+           {epoch_of_max_last_activity_at} AS last_activity_epoch,
+           SUM(n_orders) AS n_orders,
+           SUM(CASE WHEN n_orders > 0 THEN 1 ELSE 0 END) AS n_order_days,
+           {epoch_of_min_first_order_at} AS first_order_epoch,
+           {epoch_of_max_last_order_at} AS last_order_epoch,
+           MAX(first_order_day) AS first_order_day,
+           MAX(last_order_day) AS last_order_day,
+           SUM(order_cents) AS gross_cents,
+           SUM(refund_cents) AS refund_cents,
+           SUM(CASE WHEN day = first_order_day THEN order_cents END) AS first_day_cents,
+           SUM(CASE WHEN day = last_order_day THEN order_cents END) AS last_day_cents,
+           MAX(CASE WHEN n_orders > 0 THEN order_cents END) AS max_day_cents,
+           SUM(CASE WHEN n_orders > 0 AND prev_order_day IS NOT NULL
+                    THEN (day - prev_order_day) * (day - prev_order_day) ELSE 0 END) AS gap_sumsq,
+{window_totals}
+           SUM(revenue_cents_prev90) AS revenue_cents_prev90,
+           SUM(CASE WHEN orders_90 > 0 THEN 1 ELSE 0 END) AS order_days_90,
+           SUM(CASE WHEN orders_180 - orders_90 > 0 THEN 1 ELSE 0 END) AS order_days_prev90,
+           SUM(n_carts) AS n_carts
+    FROM walked
+    GROUP BY customer_id
+)
+SELECT c.external_id, {aggregate_columns}
+FROM customers c
+{join} per_customer p ON p.customer_id = c.id
+WHERE {customers_scope}
+ORDER BY c.id
+"""
+
+_COUNTED = {
+    **{f"orders_{n}": ("order", "1", f"t{n}") for n in WINDOWS},
+    **{f"revenue_cents_{n}": ("order", "cents", f"t{n}") for n in WINDOWS},
+    **{f"sessions_{n}": ("session", "1", f"t{n}") for n in BEHAVIOUR_WINDOWS},
+    **{f"product_views_{n}": ("product_view", "1", f"t{n}") for n in BEHAVIOUR_WINDOWS},
+    **{f"carts_{n}": ("add_to_cart", "1", f"t{n}") for n in BEHAVIOUR_WINDOWS},
+}
+_WINDOW_SUMS = "\n".join(
+    f"           SUM(CASE WHEN type = '{kind}' AND occurred_at > :{bound} THEN {value} ELSE 0 END) AS {name},"
+    for name, (kind, value, bound) in _COUNTED.items()
+)
+_WINDOW_TOTALS = "\n".join(f"           SUM({name}) AS {name}," for name in _COUNTED)
+_BOUNDS = sorted({bound for _, _, bound in _COUNTED.values()} | {"t90", "t180"})
+
+_DIALECT = {
+    "postgresql": {
+        "day": "FLOOR(EXTRACT(EPOCH FROM e.occurred_at) / 86400)::bigint",
+        "cents": "(e.amount * 100)::bigint",
+        "epoch": "EXTRACT(EPOCH FROM {})::float8",
+    },
+    "sqlite": {
+        "day": "CAST(julianday(e.occurred_at) - 2440587.5 AS INTEGER)",
+        "cents": "CAST(ROUND(e.amount * 100) AS INTEGER)",
+        "epoch": "((julianday({}) - 2440587.5) * 86400.0)",
+    },
+}
+
+_SCOPES: dict[Scope, tuple[str, str, str]] = {
+    # (events filter, customers filter, join): "one"/"many" keep customers without history.
+    "one": (
+        "e.customer_id = (SELECT id FROM customers WHERE external_id = :external_id)",
+        "c.external_id = :external_id",
+        "LEFT JOIN",
+    ),
+    "many": (
+        "e.customer_id IN (SELECT id FROM customers WHERE external_id IN :external_ids)",
+        "c.external_id IN :external_ids",
+        "LEFT JOIN",
+    ),
+    "range": ("e.customer_id >= :lo AND e.customer_id < :hi", "c.id >= :lo AND c.id < :hi", "JOIN"),
+}
+
+
+def _zero_default(name: str) -> str:
+    # Counts and sums are 0 without events; instants and day numbers stay NULL (NaN).
+    if (
+        name.endswith("_epoch")
+        or name.endswith("_day")
+        or name in ("first_day_cents", "last_day_cents", "max_day_cents")
+    ):
+        return f"p.{name}"
+    return f"COALESCE(p.{name}, 0)"
+
+
+def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
+    """The aggregate query for a dialect and a scope, with typed bind parameters."""
+    d = _DIALECT[dialect]
+    events_scope, customers_scope, join = _SCOPES[scope]
+    sql = AGGREGATE_SQL.format(
+        day=d["day"],
+        cents=d["cents"],
+        window_sums=_WINDOW_SUMS,
+        window_totals=_WINDOW_TOTALS,
+        epoch_of_min_first_at=d["epoch"].format("MIN(first_at)"),
+        epoch_of_max_last_at=d["epoch"].format("MAX(last_at)"),
+        epoch_of_max_last_activity_at=d["epoch"].format("MAX(last_activity_at)"),
+        epoch_of_min_first_order_at=d["epoch"].format("MIN(first_order_at)"),
+        epoch_of_max_last_order_at=d["epoch"].format("MAX(last_order_at)"),
+        aggregate_columns=", ".join(f"{_zero_default(a)} AS {a}" for a in AGGREGATES),
+        events_scope=events_scope,
+        customers_scope=customers_scope,
+        join=join,
+    )
+    params = [bindparam("as_of", type_=UTCDateTime())]
+    params += [bindparam(bound, type_=UTCDateTime()) for bound in _BOUNDS]
+    if scope == "many":
+        params.append(bindparam("external_ids", expanding=True))
+    return text(sql).bindparams(*params)
+
+
+def time_params(as_of: dt.datetime) -> dict[str, dt.datetime]:
+    """`as_of` and the window bounds the query compares against."""
+    bounds = {f"t{n}": as_of - dt.timedelta(days=n) for n in (30, 90, 180, 365)}
+    return {"as_of": as_of, **{k: v for k, v in bounds.items() if k in _BOUNDS}}
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Feature vectors of several customers as of one instant; rows follow `customer_ids`."""
+
+    as_of: dt.datetime
+    customer_ids: list[str]
+    values: np.ndarray  # (n, len(FEATURE_NAMES)) float64
+    n_events: np.ndarray  # events each customer had by as_of (0 = known but no history)
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def row(self, customer_id: str) -> dict[str, float]:
+        """One customer's features by name."""
+        i = self.customer_ids.index(customer_id)
+        return dict(zip(FEATURE_NAMES, self.values[i].tolist(), strict=True))
+
+
+def _matrix(rows: Sequence[Any], as_of: dt.datetime) -> FeatureMatrix:
+    ids = [str(r[0]) for r in rows]
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(AGGREGATES, start=1):
+        columns[name] = np.array([r[j] for r in rows], dtype=np.float64)
+    values = compute_features(columns, as_of) if rows else np.empty((0, len(FEATURE_NAMES)))
+    return FeatureMatrix(
+        as_of=as_of, customer_ids=ids, values=values, n_events=columns.get("n_events", np.empty(0))
+    )
+
+
+class FeatureRepository:
+    """Online feature reads through the request's async session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def for_customers(self, external_ids: Sequence[str], as_of: dt.datetime) -> FeatureMatrix:
+        """Features of the given (existing) customers in one round trip; unknown ids are absent."""
+        dialect = self.session.get_bind().dialect.name
+        if len(external_ids) == 1:
+            statement = aggregate_statement(dialect, "one")
+            params: dict[str, Any] = {**time_params(as_of), "external_id": external_ids[0]}
+        else:
+            statement = aggregate_statement(dialect, "many")
+            params = {**time_params(as_of), "external_ids": list(external_ids)}
+        rows = (await self.session.execute(statement, params)).all()
+        return _matrix(rows, as_of)
+
+
+def offline_features(
+    engine: Engine, as_of: dt.datetime, chunk_customers: int = 50_000
+) -> Iterator[FeatureMatrix]:
+    """Features of every customer with an event by `as_of`, streamed in customer-id ranges."""
+    statement = aggregate_statement(engine.dialect.name, "range")
+    with engine.connect() as connection:
+        bounds = connection.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+        if bounds[0] is None:
+            return
+        lo, top = int(bounds[0]), int(bounds[1])
+        while lo <= top:
+            hi = lo + chunk_customers
+            rows = connection.execute(statement, {**time_params(as_of), "lo": lo, "hi": hi}).all()
+            if rows:
+                yield _matrix(rows, as_of)
+            lo = hi
+
+
+def as_mapping(matrix: FeatureMatrix, index: int) -> Mapping[str, float]:
+    """Row `index` of a matrix as {feature name: value}."""
+    return dict(zip(FEATURE_NAMES, matrix.values[index].tolist(), strict=True))

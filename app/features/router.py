@@ -1,0 +1,70 @@
+"""HTTP endpoint exposing a customer's feature vector."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.db import SessionDep
+from app.errors import FieldError, InvalidInput, NotFound, problem_responses
+from app.features.definitions import FEATURES, fingerprint, parse_as_of
+from app.features.repository import FeatureRepository
+from app.features.schemas import FeatureValue, FeatureVectorOut
+from app.ids import CustomerIdPath
+
+router = APIRouter(prefix="/v1/customers", tags=["features"])
+
+AsOfQuery = Annotated[
+    str | None,
+    Query(
+        description="RFC 3339 instant with offset, or YYYY-MM-DD (end of that UTC day). "
+        "Default: now. Only events with occurred_at <= as_of count.",
+        examples=["2026-11-01T00:00:00Z"],
+        max_length=64,
+    ),
+]
+
+
+def resolve_as_of(value: str | None) -> dt.datetime:
+    """The `as_of` query parameter as an aware UTC instant (now when absent), or 422."""
+    if value is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        return parse_as_of(value)
+    except ValueError as exc:
+        raise InvalidInput(
+            "invalid field(s): as_of",
+            errors=[
+                FieldError(
+                    field="as_of", pointer="#query/as_of", message=str(exc), code="invalid_as_of"
+                )
+            ],
+        ) from exc
+
+
+@router.get(
+    "/{customer_id}/features",
+    response_model=FeatureVectorOut,
+    responses=problem_responses(404, 422),
+    summary="Read a customer's feature vector",
+)
+async def get_features(
+    customer_id: CustomerIdPath, session: SessionDep, as_of: AsOfQuery = None
+) -> FeatureVectorOut:
+    """The model inputs for this customer as of `as_of`, with names and plain-words descriptions."""
+    moment = resolve_as_of(as_of)
+    matrix = await FeatureRepository(session).for_customers([customer_id], moment)
+    if not len(matrix):
+        raise NotFound(f"no customer with id {customer_id!r}")
+    values = matrix.values[0].tolist()
+    return FeatureVectorOut(
+        customer_id=customer_id,
+        as_of=moment,
+        fingerprint=fingerprint(),
+        features=[
+            FeatureValue(name=f.name, description=f.description, unit=f.unit, value=v)
+            for f, v in zip(FEATURES, values, strict=True)
+        ],
+    )
