@@ -165,6 +165,142 @@ def generate_demo(
     )
 
 
+def _as_of(value: str) -> dt.datetime:
+    from app.features.definitions import parse_as_of
+
+    try:
+        return parse_as_of(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+class SplitMethod(StrEnum):
+    hash = "hash"
+    protocol_a = "protocol-a"
+
+
+@cli.command()
+def train(
+    as_of: Annotated[
+        str,
+        typer.Option(
+            "--as-of", help="Training instant T (YYYY-MM-DD = end of that UTC day). Default: now."
+        ),
+    ] = "",
+    clv_horizon_days: Annotated[int, typer.Option(min=1, help="CLV horizon H1 (days).")] = 365,
+    churn_horizon_days: Annotated[int, typer.Option(min=1, help="Churn horizon H2 (days).")] = 90,
+    out: Annotated[
+        Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
+    ] = None,
+    holdout: Annotated[
+        float, typer.Option(min=0.01, max=0.9, help="Holdout share of customers.")
+    ] = 0.2,
+    split: Annotated[
+        SplitMethod, typer.Option(help="hash, or protocol-a (PROTOCOL.md test half).")
+    ] = SplitMethod.hash,
+    stack: Annotated[
+        int, typer.Option(min=1, help="Stacked cutoffs per target (1 = no stacking).")
+    ] = 7,
+    stack_step_days: Annotated[int, typer.Option(min=1, help="Days between stacked cutoffs.")] = 30,
+    seed: Annotated[int, typer.Option(help="Seed for boosting and the validation slice.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even if worse than current.")
+    ] = False,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Skip BG/NBD (faster).")
+    ] = False,
+) -> None:
+    """Train CLV + churn models from the event history, export ONNX, evaluate, promote if not worse."""
+    from app.db import create_sync_engine
+    from app.training.train import TrainingFailed, TrainOptions
+    from app.training.train import train as run_training
+
+    settings = get_settings()
+    options = TrainOptions(
+        as_of=_as_of(as_of) if as_of else dt.datetime.now(dt.UTC),
+        model_dir=out or settings.model_dir,
+        clv_horizon_days=clv_horizon_days,
+        churn_horizon_days=churn_horizon_days,
+        holdout_fraction=holdout,
+        split=split.value,
+        stack=stack,
+        stack_step_days=stack_step_days,
+        seed=seed,
+        force=force,
+        baselines=not no_baselines,
+        currency=settings.currency,
+    )
+    engine = create_sync_engine(settings)
+    try:
+        result = run_training(engine, options)
+    except TrainingFailed as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    m = result.manifest
+    width = max(len(name) for name in m.metrics)
+    typer.echo(f"artifact {result.directory}  (report: {result.directory / 'report.html'})")
+    typer.echo(f"{'holdout':<{width}}  gini   spearman  bias   auc    brier")
+    for name, values in m.metrics.items():
+        brier = f"{values['brier']:.4f}" if "brier" in values else "  -   "
+        typer.echo(
+            f"{name:<{width}}  {values['gini']:.4f} {values['spearman']:.4f}    "
+            f"{values['bias']:.3f}  {values['auc']:.4f} {brier}"
+        )
+    typer.echo(result.reason)
+    if not result.promoted:
+        raise typer.Exit(code=3)
+
+
+@cli.command()
+def score(
+    out: Annotated[Path | None, typer.Option(help="Output file: .csv or .parquet.")] = None,
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Score as of T (YYYY-MM-DD = end of day). Default: now.")
+    ] = "",
+    store: Annotated[
+        bool, typer.Option("--store", help="Also store the run (feeds /v1/segments).")
+    ] = False,
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
+    ] = None,
+) -> None:
+    """Score every customer as of T with the current model: CSV/Parquet and/or a stored run."""
+    from app.artifacts import current_directory
+    from app.db import create_sync_engine
+    from app.scoring.batch import score_all
+    from app.scoring.registry import load_model
+
+    if out is None and not store:
+        raise _fail("nothing to do: give --out FILE and/or --store")
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise _fail(f"{out}: the output must end in .csv or .parquet")
+    settings = get_settings()
+    directory = current_directory(model_dir or settings.model_dir)
+    if directory is None:
+        raise _fail(
+            f"no model: {(model_dir or settings.model_dir) / 'current'} does not exist; run `clv train`"
+        )
+    try:
+        model = load_model(directory, threads=settings.onnx_threads)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    engine = create_sync_engine(settings)
+    try:
+        result = score_all(
+            engine, model, settings, _as_of(as_of) if as_of else dt.datetime.now(dt.UTC), out, store
+        )
+    finally:
+        engine.dispose()
+    where = [str(result.path)] if result.path else []
+    if result.run_id is not None:
+        where.append(f"stored run {result.run_id}")
+    typer.echo(
+        f"scored {result.customers:,} customers with model {result.model_version} in {result.seconds:.1f} s "
+        f"({result.customers / max(result.seconds, 1e-9):,.0f}/s) -> {', '.join(where)}"
+    )
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 

@@ -49,7 +49,42 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0, description="0 disables it.")
     model_dir: Path = Field(default=ROOT_DIR / "models", description="Model artifacts directory.")
+    model_poll_seconds: float = Field(
+        default=10.0, ge=0, description="How often each worker checks models/current (0 = never)."
+    )
+    onnx_threads: int = Field(
+        default=1, ge=1, description="onnxruntime intra-op threads per session."
+    )
+    max_batch_predictions: int = Field(default=1000, ge=1, description="Ids per batch prediction.")
+    at_risk_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="Churn probability above which a customer is at_risk."
+    )
+    new_customer_days: int = Field(
+        default=30, ge=0, description="A first order within this many days makes a customer new."
+    )
+    value_tier_percentiles: str = Field(
+        default="90,70,40",
+        description="CLV percentiles (of the model's predictions) starting the top, high and "
+        "medium tiers; below the last is low.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("value_tier_percentiles")
+    @classmethod
+    def _three_descending_percentiles(cls, value: str) -> str:
+        try:
+            levels = [int(p) for p in value.split(",")]
+        except ValueError as exc:
+            raise ValueError("give three integers, e.g. 90,70,40") from exc
+        if len(levels) != 3 or not 100 > levels[0] > levels[1] > levels[2] > 0:
+            raise ValueError("give three descending percentiles between 0 and 100, e.g. 90,70,40")
+        return value
+
+    @property
+    def tier_percentiles(self) -> tuple[int, int, int]:
+        """(top, high, medium) starting percentiles."""
+        top, high, medium = (int(p) for p in self.value_tier_percentiles.split(","))
+        return top, high, medium
 
     @field_validator("currency")
     @classmethod

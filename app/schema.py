@@ -19,7 +19,8 @@ class SchemaNotAtHead(RuntimeError):
 def import_all_models() -> None:
     """Import every ORM module so Base.metadata knows all tables."""
     import app.customers.models
-    import app.events.models  # noqa: F401
+    import app.events.models
+    import app.scoring.models  # noqa: F401
 
 
 def alembic_config() -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,45 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
+MODEL_END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small but real model: trained by `clv train`'s code on 1,500 synthetic customers."""
+    from app.db import create_sync_engine
+    from app.demo.generator import generate_demo
+    from app.events.bulk import BulkLoader
+    from app.training.train import TrainOptions, train
+
+    url = create_database("clv_model")
+    try:
+        settings = Settings(database_url=url)
+        schema.upgrade("head", settings)
+        engine = create_sync_engine(settings)
+        loader = BulkLoader(engine, "USD")
+        for chunk in generate_demo(
+            1_500, 3, start=MODEL_END - dt.timedelta(days=900), end=MODEL_END
+        ):
+            loader.load(chunk.events, chunk.customers)
+        directory = tmp_path_factory.mktemp("models")
+        options = TrainOptions(
+            as_of=MODEL_END,
+            model_dir=directory,
+            clv_horizon_days=180,
+            churn_horizon_days=90,
+            stack=2,
+            stack_step_days=60,
+            progress=False,
+            baselines=False,
+        )
+        train(engine, options)
+        engine.dispose()
+    finally:
+        drop_database(url)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database migrated to head, dropped when the session ends."""
@@ -54,19 +94,21 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(postgres_url: str) -> Iterator[Settings]:
-    """Settings on the session database, emptied after each test."""
-    yield Settings(database_url=postgres_url)
+def settings(postgres_url: str, model_dir: Path) -> Iterator[Settings]:
+    """Settings on the session database (emptied after each test) and the session's model."""
+    yield Settings(database_url=postgres_url, model_dir=model_dir, model_poll_seconds=0)
     engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE customers, events RESTART IDENTITY"))
+        connection.execute(text("TRUNCATE customers, events, scores, score_runs RESTART IDENTITY"))
     engine.dispose()
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path) -> Settings:
-    """Settings on an embedded SQLite file, migrated to head."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'clv.db'}")
+def sqlite_settings(tmp_path: Path, model_dir: Path) -> Settings:
+    """Settings on an embedded SQLite file, migrated to head, with the session's model."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'clv.db'}", model_dir=model_dir, model_poll_seconds=0
+    )
     schema.upgrade("head", settings)
     return settings
 

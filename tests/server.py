@@ -13,7 +13,19 @@ from pathlib import Path
 
 import httpx
 
+from app.config import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes `clv serve` use these settings' database and model."""
+    return {
+        "CLV_DATABASE_URL": settings.database_url,
+        "CLV_MODEL_DIR": str(settings.model_dir),
+        "CLV_MODEL_POLL_SECONDS": str(settings.model_poll_seconds),
+        "CLV_LOG_LEVEL": "warning",
+    }
 
 
 def free_port() -> int:

@@ -17,13 +17,13 @@ from app.db import sync_url
 from app.events.models import Event
 from tests.conftest import create_database, drop_database
 from tests.factories import event
-from tests.server import ROOT, running_server
+from tests.server import ROOT, running_server, server_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_post_an_order_and_read_it_back(settings: Settings) -> None:
-    with running_server({"CLV_DATABASE_URL": settings.database_url}) as base:
+    with running_server(server_env(settings)) as base:
         order = event("order", customer_id="e2e-1", amount="42.00")
         created = httpx.post(f"{base}/v1/events", json=order)
         assert created.status_code == 201, created.text
@@ -87,7 +87,7 @@ def test_concurrent_overlapping_batches_store_each_distinct_event_exactly_once(
     async def run(base: str) -> list[list[str]]:
         return await asyncio.gather(*(client(base, plan) for plan in plans))
 
-    with running_server({"CLV_DATABASE_URL": settings.database_url}, "--workers", "2") as base:
+    with running_server(server_env(settings), "--workers", "2") as base:
         results = asyncio.run(run(base))
 
     flat = [s for r in results for s in r]

@@ -28,5 +28,5 @@ async def test_ingest_read_page_and_erase_on_sqlite(sqlite_client: httpx.AsyncCl
     assert page["next_cursor"]
     assert (await sqlite_client.put("/v1/customers/s1", json={"country": "NL"})).status_code == 200
     erased = (await sqlite_client.delete("/v1/customers/s1")).json()
-    assert erased["deleted"] == {"customers": 1, "events": 4}
+    assert erased["deleted"] == {"customers": 1, "events": 4, "scores": 0}
     assert (await sqlite_client.get("/v1/customers/s1")).status_code == 404

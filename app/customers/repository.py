@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.customers.models import Customer
 from app.events.models import Event, EventType
 from app.events.repository import dialect_insert
+from app.scoring.models import StoredScore
 
 
 class CustomerRepository:
@@ -73,5 +74,12 @@ class CustomerRepository:
     async def erase(self, customer: Customer) -> dict[str, int]:
         """Delete every row about the customer; counts by table."""
         events = await self.session.execute(delete(Event).where(Event.customer_id == customer.id))
+        scores = await self.session.execute(
+            delete(StoredScore).where(StoredScore.customer_id == customer.id)
+        )
         customers = await self.session.execute(delete(Customer).where(Customer.id == customer.id))
-        return {"customers": customers.rowcount, "events": events.rowcount}  # type: ignore[attr-defined]
+        return {
+            "customers": customers.rowcount,  # type: ignore[attr-defined]
+            "events": events.rowcount,  # type: ignore[attr-defined]
+            "scores": scores.rowcount,  # type: ignore[attr-defined]
+        }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from app.config import SettingsDep
 from app.db import SessionDep
@@ -19,14 +20,22 @@ from app.events.schemas import (
     EventIn,
 )
 from app.events.service import EventService, to_out
+from app.scoring.registry import ModelRegistry, ModelUnavailable
+from app.scoring.service import PredictionService
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+
+ScoreQuery = Annotated[
+    bool,
+    Query(description="Also answer with the customer's fresh prediction (this event included)."),
+]
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=EventAck,
+    response_model_exclude_none=True,
     responses={
         200: {"model": EventAck, "description": "This exact event was stored before (duplicate)."},
         **problem_responses(409, 413, 422),
@@ -34,6 +43,7 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
     summary="Ingest one event",
 )
 async def post_event(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
@@ -47,21 +57,33 @@ async def post_event(
             }
         ),
     ],
+    score: ScoreQuery = False,
 ) -> EventAck:
-    """Store one event. Idempotent on `event_id`: 201 first time, 200 for the same event again, 409 when the id is reused with different content."""
+    """Store one event. Idempotent on `event_id`: 201 first time, 200 for the same event again, 409 when the id is reused with different content. With `score=true` the answer carries the customer's prediction."""
     stored = await EventService(session, settings).ingest_one(event)
     if stored.status == "duplicate":
         response.status_code = status.HTTP_200_OK
-    return EventAck(status=stored.status, event=to_out(stored.event))
+    ack = EventAck(status=stored.status, event=to_out(stored.event))
+    if score:
+        registry: ModelRegistry = request.app.state.registry
+        try:
+            # Same transaction: the prediction sees the event just written.
+            service = PredictionService(session, settings, registry.active)
+            ack.prediction = await service.one(event.customer_id, dt.datetime.now(dt.UTC))
+        except ModelUnavailable as exc:
+            ack.prediction_error = exc.detail
+    return ack
 
 
 @router.post(
     "/batch",
     response_model=EventBatchResult,
+    response_model_exclude_none=True,
     responses=problem_responses(413, 422),
     summary="Ingest a batch of events",
 )
 async def post_event_batch(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     batch: Annotated[
@@ -79,6 +101,25 @@ async def post_event_batch(
             }
         ),
     ],
+    score: ScoreQuery = False,
 ) -> EventBatchResult:
-    """Store up to `CLV_MAX_BATCH_EVENTS` events in one transaction; each item is created, duplicate or rejected on its own."""
-    return await EventService(session, settings).ingest_batch(batch.events)
+    """Store up to `CLV_MAX_BATCH_EVENTS` events in one transaction; each item is created, duplicate or rejected on its own. With `score=true`, predictions for the customers of the stored items."""
+    result = await EventService(session, settings).ingest_batch(batch.events)
+    if score:
+        registry: ModelRegistry = request.app.state.registry
+        customers = list(
+            dict.fromkeys(
+                item["customer_id"]
+                for item, r in zip(batch.events, result.results, strict=True)
+                if r.status != "rejected"
+            )
+        )
+        try:
+            service = PredictionService(session, settings, registry.active)
+            scored = await service.many(customers, dt.datetime.now(dt.UTC)) if customers else None
+            result.predictions = (
+                [r.prediction for r in scored.results if r.prediction] if scored else []
+            )
+        except ModelUnavailable as exc:
+            result.prediction_error = exc.detail
+    return result

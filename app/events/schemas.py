@@ -22,6 +22,7 @@ from pydantic import (
 from app.errors import FieldError, Problem
 from app.events.models import MONETARY_TYPES, EventType
 from app.ids import ExternalId
+from app.scoring.schemas import PredictionOut
 
 EARLIEST_OCCURRED_AT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 _RFC3339 = re.compile(
@@ -200,6 +201,14 @@ class EventAck(BaseModel):
         description="`created` the first time, `duplicate` when this exact event was stored before."
     )
     event: EventOut
+    prediction: PredictionOut | None = Field(
+        default=None,
+        description="With `?score=true`: the customer's prediction including this event.",
+    )
+    prediction_error: str | None = Field(
+        default=None,
+        description="With `?score=true`: why no prediction came back (the event is stored).",
+    )
 
 
 class EventBatchIn(BaseModel):
@@ -241,6 +250,10 @@ class EventBatchResult(BaseModel):
     duplicates: int
     rejected: int
     results: list[BatchItemResult]
+    predictions: list[PredictionOut] | None = Field(
+        default=None, description="With `?score=true`: one per customer with a stored item."
+    )
+    prediction_error: str | None = None
 
 
 class EventPage(BaseModel):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -92,7 +93,7 @@ per_customer AS (
     FROM walked
     GROUP BY customer_id
 )
-SELECT c.external_id, {aggregate_columns}
+SELECT c.external_id, c.id AS customer_pk, {aggregate_columns}
 FROM customers c
 {join} per_customer p ON p.customer_id = c.id
 WHERE {customers_scope}
@@ -140,6 +141,12 @@ _SCOPES: dict[Scope, tuple[str, str, str]] = {
     ),
     "range": ("e.customer_id >= :lo AND e.customer_id < :hi", "c.id >= :lo AND c.id < :hi", "JOIN"),
 }
+# On Postgres one array parameter keeps the statement text (and its prepared plan) constant.
+_PG_MANY = (
+    "e.customer_id IN (SELECT id FROM customers WHERE external_id = ANY(CAST(:external_ids AS text[])))",
+    "c.external_id = ANY(CAST(:external_ids AS text[]))",
+    "LEFT JOIN",
+)
 
 
 def _zero_default(name: str) -> str:
@@ -153,10 +160,13 @@ def _zero_default(name: str) -> str:
     return f"COALESCE(p.{name}, 0)"
 
 
+@lru_cache(maxsize=16)
 def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
     """The aggregate query for a dialect and a scope, with typed bind parameters."""
     d = _DIALECT[dialect]
-    events_scope, customers_scope, join = _SCOPES[scope]
+    events_scope, customers_scope, join = (
+        _PG_MANY if (scope, dialect) == ("many", "postgresql") else _SCOPES[scope]
+    )
     sql = AGGREGATE_SQL.format(
         day=d["day"],
         cents=d["cents"],
@@ -174,7 +184,7 @@ def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
     )
     params = [bindparam("as_of", type_=UTCDateTime())]
     params += [bindparam(bound, type_=UTCDateTime()) for bound in _BOUNDS]
-    if scope == "many":
+    if scope == "many" and dialect != "postgresql":
         params.append(bindparam("external_ids", expanding=True))
     return text(sql).bindparams(*params)
 
@@ -193,6 +203,9 @@ class FeatureMatrix:
     customer_ids: list[str]
     values: np.ndarray  # (n, len(FEATURE_NAMES)) float64
     n_events: np.ndarray  # events each customer had by as_of (0 = known but no history)
+    customer_pks: np.ndarray = field(
+        default_factory=lambda: np.empty(0, dtype=np.int64)
+    )  # internal ids
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -205,12 +218,13 @@ class FeatureMatrix:
 
 def _matrix(rows: Sequence[Any], as_of: dt.datetime) -> FeatureMatrix:
     ids = [str(r[0]) for r in rows]
+    pks = np.array([r[1] for r in rows], dtype=np.int64)
     columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(AGGREGATES, start=1):
+    for j, name in enumerate(AGGREGATES, start=2):
         columns[name] = np.array([r[j] for r in rows], dtype=np.float64)
     values = compute_features(columns, as_of) if rows else np.empty((0, len(FEATURE_NAMES)))
     return FeatureMatrix(
-        as_of=as_of, customer_ids=ids, values=values, n_events=columns.get("n_events", np.empty(0))
+        as_of=as_of, customer_ids=ids, values=values, n_events=columns["n_events"], customer_pks=pks
     )
 
 

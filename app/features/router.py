@@ -27,8 +27,8 @@ AsOfQuery = Annotated[
 ]
 
 
-def resolve_as_of(value: str | None) -> dt.datetime:
-    """The `as_of` query parameter as an aware UTC instant (now when absent), or 422."""
+def resolve_as_of(value: str | None, pointer: str = "#query/as_of") -> dt.datetime:
+    """An `as_of` parameter as an aware UTC instant (now when absent), or 422 naming it."""
     if value is None:
         return dt.datetime.now(dt.UTC)
     try:
@@ -37,9 +37,7 @@ def resolve_as_of(value: str | None) -> dt.datetime:
         raise InvalidInput(
             "invalid field(s): as_of",
             errors=[
-                FieldError(
-                    field="as_of", pointer="#query/as_of", message=str(exc), code="invalid_as_of"
-                )
+                FieldError(field="as_of", pointer=pointer, message=str(exc), code="invalid_as_of")
             ],
         ) from exc
 

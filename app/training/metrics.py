@@ -14,10 +14,15 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def _gini_raw(actual: np.ndarray, predicted: np.ndarray) -> float:
+    # Tied predictions carry no ranking information: average the best and the worst order
+    # within ties instead of letting the input row order decide.
     n = len(actual)
-    order = np.argsort(-predicted, kind="stable")
-    cumulative = np.cumsum(actual[order]) / actual.sum()
-    return float(cumulative.mean() - (n + 1) / (2 * n))
+    values = []
+    for tie_break in (actual, -actual):
+        order = np.lexsort((tie_break, -predicted))
+        cumulative = np.cumsum(actual[order]) / actual.sum()
+        values.append(cumulative.mean() - (n + 1) / (2 * n))
+    return float(np.mean(values))
 
 
 def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:

@@ -1,0 +1,115 @@
+"""Model artifacts on disk: `<model_dir>/<version>/` directories, their manifest, the `current` pointer.
+
+Training writes them; scoring reads them. A version directory is immutable once written; which one
+serves is decided by the `current` pointer file, replaced atomically (write + os.replace).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MANIFEST = "manifest.json"
+POINTER = "current"
+CLV_ONNX = "clv.onnx"
+CHURN_ONNX = "churn.onnx"
+CLV_NATIVE = "clv.xgb.json"
+CHURN_NATIVE = "churn.xgb.json"
+REPORT = "report.html"
+FORMAT_VERSION = 1
+
+
+class Calibration(BaseModel):
+    """Post-hoc churn calibration: p' = sigmoid(a * logit(p) + b), or none."""
+
+    method: str = Field(description="`none` or `platt`.")
+    a: float = 1.0
+    b: float = 0.0
+
+
+class Parity(BaseModel):
+    """ONNX vs native XGBoost on the holdout rows."""
+
+    rows: int
+    clv_max_abs_diff: float
+    clv_max_rel_diff: float
+    churn_max_abs_diff: float
+    tolerance: dict[str, float]
+    passed: bool
+
+
+class Manifest(BaseModel):
+    """Everything a server needs to trust and use an artifact, and what a person needs to judge it."""
+
+    format_version: int = FORMAT_VERSION
+    version: str
+    created_at: dt.datetime
+    code_version: str
+    as_of: dt.datetime
+    clv_horizon_days: int
+    churn_horizon_days: int
+    currency: str
+    feature_names: list[str]
+    feature_fingerprint: str
+    cutoffs: dict[str, list[dt.datetime]]
+    split: dict[str, Any]
+    rows: dict[str, int]
+    training: dict[str, Any]
+    churn_calibration: Calibration
+    metrics: dict[str, dict[str, float]] = Field(description="model/baseline -> metric -> value")
+    clv_quantiles: dict[str, float] = Field(
+        description="Predicted CLV percentiles p1..p99 as of as_of."
+    )
+    churn_quantiles: dict[str, float]
+    parity: Parity
+    promotion: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str]
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """The manifest of an artifact directory (ValueError when missing or malformed)."""
+    path = directory / MANIFEST
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path} does not exist") from exc
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Write the manifest (pretty JSON) into an artifact directory."""
+    (directory / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+
+
+def current_version(model_dir: Path) -> str | None:
+    """The version the `current` pointer names, None without a pointer."""
+    pointer = model_dir / POINTER
+    if pointer.is_symlink():
+        return os.readlink(pointer).rstrip("/").split("/")[-1]
+    if not pointer.exists():
+        return None
+    return pointer.read_text().strip() or None
+
+
+def current_directory(model_dir: Path) -> Path | None:
+    """The artifact directory `current` points at, None without a pointer."""
+    version = current_version(model_dir)
+    return None if version is None else model_dir / version
+
+
+def promote(model_dir: Path, version: str) -> None:
+    """Point `current` at `version`, atomically: a reader sees the old or the new name, never half."""
+    if not (model_dir / version / MANIFEST).exists():
+        raise ValueError(f"{model_dir / version} is not an artifact directory")
+    pointer = model_dir / POINTER
+    temporary = model_dir / f".{POINTER}.{os.getpid()}"
+    temporary.write_text(version + "\n")
+    os.replace(temporary, pointer)
+
+
+def quantile_levels() -> list[int]:
+    """The percentiles stored for predicted CLV and churn: every whole percentile, p1..p99."""
+    return list(range(1, 100))

@@ -1,0 +1,71 @@
+"""From feature vectors to CLV and churn probability with an artifact's ONNX models.
+
+Used by the API (one or a few rows), by `clv score` (large batches) and by training's own
+holdout evaluation, so every number the product shows comes out of this one function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.artifacts import CHURN_ONNX, CLV_ONNX, Manifest, read_manifest
+from app.features.definitions import FEATURE_NAMES, fingerprint
+from app.training.export import onnx_churn, onnx_clv, onnx_session
+
+
+class ArtifactMismatch(ValueError):
+    """The artifact was built for other feature definitions than this code computes."""
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-row outputs, aligned with the input rows."""
+
+    clv: np.ndarray  # expected net revenue over the manifest's CLV horizon
+    churn_probability: np.ndarray  # P(no order over the churn horizon)
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Raise ArtifactMismatch unless the manifest's features are exactly this code's features."""
+    if manifest.feature_names != list(FEATURE_NAMES):
+        missing = sorted(set(FEATURE_NAMES) - set(manifest.feature_names))
+        extra = sorted(set(manifest.feature_names) - set(FEATURE_NAMES))
+        raise ArtifactMismatch(
+            f"model {manifest.version} expects other features (code lacks {extra or 'none'}, "
+            f"model lacks {missing or 'none'}, or the order differs); retrain with `clv train`"
+        )
+    if manifest.feature_fingerprint != fingerprint():
+        raise ArtifactMismatch(
+            f"model {manifest.version} was trained on feature definitions {manifest.feature_fingerprint}, "
+            f"this code computes {fingerprint()}; retrain with `clv train`"
+        )
+
+
+def calibrate(probability: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Platt scaling on the logit: sigmoid(a * logit(p) + b)."""
+    p = np.clip(probability, 1e-7, 1 - 1e-7)
+    return np.asarray(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))), dtype=np.float64)
+
+
+class Predictor:
+    """An artifact's two ONNX sessions plus the post-processing its manifest prescribes."""
+
+    def __init__(self, directory: Path, threads: int = 1) -> None:
+        self.directory = directory
+        self.manifest = read_manifest(directory)
+        check_compatible(self.manifest)
+        self.clv_session = onnx_session(directory / CLV_ONNX, threads)
+        self.churn_session = onnx_session(directory / CHURN_ONNX, threads)
+        self.clv_scale = float(self.manifest.training.get("clv_scale", 1.0))
+
+    def predict(self, features: np.ndarray) -> Predictions:
+        """CLV and churn probability for each row of `features` (n x len(FEATURE_NAMES))."""
+        clv = np.maximum(onnx_clv(self.clv_session, features) * self.clv_scale, 0.0)
+        churn = onnx_churn(self.churn_session, features)
+        calibration = self.manifest.churn_calibration
+        if calibration.method == "platt":
+            churn = calibrate(churn, calibration.a, calibration.b)
+        return Predictions(clv=clv, churn_probability=churn)

@@ -1,0 +1,206 @@
+"""HTTP endpoints for predictions and the model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from app.config import SettingsDep
+from app.db import SessionDep
+from app.errors import FieldError, InvalidInput, NotFound, problem_responses
+from app.features.router import AsOfQuery, resolve_as_of
+from app.ids import CustomerIdPath
+from app.scoring.lifecycle import LifecycleStage, ValueTier
+from app.scoring.registry import LoadedModel, ModelRegistry
+from app.scoring.repository import ScoreRepository
+from app.scoring.schemas import (
+    BatchPredictionIn,
+    BatchPredictionOut,
+    ModelOut,
+    PredictionOut,
+    ScoreRunOut,
+    SegmentMember,
+    SegmentPage,
+)
+from app.scoring.service import PredictionService
+
+router = APIRouter(tags=["predictions"])
+
+
+def registry_of(request: Request) -> ModelRegistry:
+    """The worker's model registry."""
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+def active_model(request: Request) -> LoadedModel:
+    """The model this request uses from start to end (503 when none is loaded)."""
+    return registry_of(request).active
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
+ModelDep = Annotated[LoadedModel, Depends(active_model)]
+
+
+@router.get(
+    "/v1/customers/{customer_id}/prediction",
+    response_model=PredictionOut,
+    response_model_exclude_none=True,
+    responses=problem_responses(404, 422, 503),
+    summary="Predict CLV and churn for a customer",
+)
+async def get_prediction(
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    settings: SettingsDep,
+    model: ModelDep,
+    as_of: AsOfQuery = None,
+    explain: Annotated[bool, Query(description="Add per-feature TreeSHAP reasons.")] = False,
+) -> PredictionOut:
+    """CLV over the model's horizon, churn probability, segment and expected value at risk, from the customer's events up to `as_of` (default now)."""
+    return await PredictionService(session, settings, model).one(
+        customer_id, resolve_as_of(as_of), explain
+    )
+
+
+@router.post(
+    "/v1/predictions/batch",
+    response_model=BatchPredictionOut,
+    response_model_exclude_none=True,
+    responses=problem_responses(413, 422, 503),
+    summary="Predict for many customers at once",
+)
+async def post_prediction_batch(
+    session: SessionDep,
+    settings: SettingsDep,
+    model: ModelDep,
+    batch: Annotated[
+        BatchPredictionIn,
+        Body(
+            openapi_examples={
+                "two": {
+                    "summary": "Two customers",
+                    "value": {"customer_ids": ["cust-42", "cust-43"]},
+                }
+            }
+        ),
+    ],
+) -> BatchPredictionOut:
+    """Up to `CLV_MAX_BATCH_PREDICTIONS` customers in one feature query and one model run; unknown ids are reported per item."""
+    if len(batch.customer_ids) > settings.max_batch_predictions:
+        raise InvalidInput(
+            f"at most {settings.max_batch_predictions} customer ids per request, got {len(batch.customer_ids)}",
+            errors=[
+                FieldError(
+                    field="customer_ids",
+                    pointer="/customer_ids",
+                    message=f"at most {settings.max_batch_predictions} items",
+                    code="too_long",
+                )
+            ],
+        )
+    return await PredictionService(session, settings, model).many(
+        batch.customer_ids, resolve_as_of(batch.as_of, "/as_of")
+    )
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelOut,
+    responses=problem_responses(503),
+    summary="The serving model",
+)
+async def get_model(model: ModelDep) -> ModelOut:
+    """The active model's manifest: version, horizons, features, training metrics and baselines."""
+    return ModelOut(
+        version=model.version,
+        loaded_at=model.loaded_at,
+        directory=str(model.directory),
+        manifest=model.manifest.model_dump(mode="json"),
+    )
+
+
+@router.post(
+    "/v1/admin/model/reload",
+    response_model=ModelOut,
+    responses=problem_responses(409, 503),
+    summary="Reload models/current",
+)
+async def reload_model(registry: RegistryDep) -> ModelOut:
+    """Load the artifact `current` points at, validate it and swap it in; a refused artifact leaves the old model serving (409)."""
+    model = await registry.reload()
+    return ModelOut(
+        version=model.version,
+        loaded_at=model.loaded_at,
+        directory=str(model.directory),
+        manifest=model.manifest.model_dump(mode="json"),
+    )
+
+
+@router.get(
+    "/v1/segments/{lifecycle_stage}",
+    response_model=SegmentPage,
+    responses=problem_responses(404, 422),
+    summary="Export a segment",
+)
+async def get_segment(
+    lifecycle_stage: LifecycleStage,
+    session: SessionDep,
+    value_tier: Annotated[ValueTier | None, Query(description="Only this value tier.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=256, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> SegmentPage:
+    """Customers of one lifecycle stage from the latest stored batch scores (`clv score --store`), highest expected value at risk first: the list a retention campaign needs."""
+    scores = ScoreRepository(session)
+    run = await scores.latest_run()
+    if run is None:
+        raise NotFound("no stored batch scores yet: run `clv score --store` (e.g. nightly)")
+    after = _decode_segment_cursor(cursor) if cursor else None
+    rows = await scores.segment(run.id, lifecycle_stage, value_tier, limit + 1, after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        f"{rows[-1].expected_value_at_risk!r}:{rows[-1].customer_pk}" if more and rows else None
+    )
+    return SegmentPage(
+        run=ScoreRunOut(
+            id=run.id,
+            as_of=run.as_of,
+            model_version=run.model_version,
+            customers=run.customers,
+            created_at=run.created_at,
+        ),
+        items=[
+            SegmentMember(
+                customer_id=r.customer_id,
+                clv=r.clv,
+                churn_probability=r.churn_probability,
+                lifecycle_stage=r.lifecycle_stage,
+                value_tier=r.value_tier,
+                expected_value_at_risk=r.expected_value_at_risk,
+            )
+            for r in rows
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+def _decode_segment_cursor(cursor: str) -> tuple[float, int]:
+    try:
+        value, pk = cursor.rsplit(":", 1)
+        return float(value), int(pk)
+    except ValueError as exc:
+        raise InvalidInput(
+            "cursor is not one this API issued",
+            errors=[
+                FieldError(
+                    field="cursor",
+                    pointer="#query/cursor",
+                    message="invalid cursor",
+                    code="invalid_cursor",
+                )
+            ],
+        ) from exc

@@ -1,0 +1,147 @@
+"""Prediction payloads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.ids import ExternalId
+from app.scoring.lifecycle import LifecycleStage, ValueTier
+
+
+class ClvOut(BaseModel):
+    """Expected net revenue (orders minus refunds) over the horizon."""
+
+    value: float = Field(examples=[182.4])
+    currency: str = Field(examples=["USD"])
+    horizon_days: int = Field(examples=[365])
+
+
+class ChurnOut(BaseModel):
+    """Probability of no order over the horizon."""
+
+    probability: float = Field(ge=0, le=1, examples=[0.27])
+    horizon_days: int = Field(examples=[90])
+
+
+class SegmentOut(BaseModel):
+    """Where the customer stands (rules in the README)."""
+
+    lifecycle_stage: LifecycleStage
+    value_tier: ValueTier
+
+
+class Reason(BaseModel):
+    """One feature's contribution to a prediction, in numbers and words."""
+
+    feature: str = Field(examples=["recency_days"])
+    description: str = Field(examples=["Days since the last order"])
+    value: float = Field(description="The customer's value of the feature.", examples=[12.0])
+    contribution: float = Field(description="Margin units: log-revenue (CLV) or log-odds (churn).")
+    text: str = Field(
+        examples=["Days since the last order: 12 days raises expected revenue (x1.35)"]
+    )
+
+
+class ModelExplanation(BaseModel):
+    """Exact TreeSHAP decomposition: base_value + sum(contributions) == raw_margin."""
+
+    base_value: float
+    raw_margin: float
+    reasons: list[Reason] = Field(description="The strongest contributions, largest first.")
+    contributions: dict[str, float] = Field(description="Every feature's contribution.")
+
+
+class ExplanationOut(BaseModel):
+    """Why the model says what it says, for each of its two outputs."""
+
+    clv: ModelExplanation
+    churn: ModelExplanation
+
+
+class PredictionOut(BaseModel):
+    """CLV, churn probability and segment of one customer as of an instant."""
+
+    customer_id: str
+    as_of: dt.datetime
+    model_version: str
+    clv: ClvOut
+    churn: ChurnOut
+    segment: SegmentOut
+    expected_value_at_risk: float = Field(
+        description="CLV x churn probability: what retention can save."
+    )
+    scored_at: dt.datetime
+    explanation: ExplanationOut | None = None
+
+
+class BatchPredictionIn(BaseModel):
+    """Customers to score in one set-based pass."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"customer_ids": ["cust-42", "cust-43"]}]}
+    )
+
+    customer_ids: Annotated[list[ExternalId], Field(min_length=1)]
+    as_of: str | None = Field(
+        default=None, description="RFC 3339 with offset, or YYYY-MM-DD (end of day). Default: now."
+    )
+
+
+class BatchPredictionItem(BaseModel):
+    """The prediction of one requested id, or why there is none."""
+
+    index: int
+    customer_id: str
+    status: Literal["ok", "not_found"]
+    prediction: PredictionOut | None = None
+
+
+class BatchPredictionOut(BaseModel):
+    """Results in request order."""
+
+    model_version: str
+    as_of: dt.datetime
+    found: int
+    not_found: int
+    results: list[BatchPredictionItem]
+
+
+class ModelOut(BaseModel):
+    """The model this worker serves."""
+
+    version: str
+    loaded_at: dt.datetime
+    directory: str
+    manifest: dict[str, object]
+
+
+class SegmentMember(BaseModel):
+    """One customer in a segment export."""
+
+    customer_id: str
+    clv: float
+    churn_probability: float
+    lifecycle_stage: LifecycleStage
+    value_tier: ValueTier
+    expected_value_at_risk: float
+
+
+class ScoreRunOut(BaseModel):
+    """The stored batch-scoring run a segment comes from."""
+
+    id: int
+    as_of: dt.datetime
+    model_version: str
+    customers: int
+    created_at: dt.datetime
+
+
+class SegmentPage(BaseModel):
+    """A page of a segment, highest expected value at risk first."""
+
+    run: ScoreRunOut
+    items: list[SegmentMember]
+    next_cursor: str | None

@@ -1,0 +1,190 @@
+"""Scoring: feature vectors -> predictions -> segments, shared by the API and `clv score`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.errors import NotFound
+from app.features.repository import FeatureMatrix, FeatureRepository
+from app.scoring.explain import Contribution, Explanation, churn_sentence, clv_sentence, explain
+from app.scoring.lifecycle import LifecycleStage, ValueTier, lifecycle_stages, value_tiers
+from app.scoring.registry import LoadedModel
+from app.scoring.schemas import (
+    BatchPredictionItem,
+    BatchPredictionOut,
+    ChurnOut,
+    ClvOut,
+    ExplanationOut,
+    ModelExplanation,
+    PredictionOut,
+    Reason,
+    SegmentOut,
+)
+
+REASONS = 5
+
+
+@dataclass(frozen=True)
+class Score:
+    """One customer's scores, rounded once here so every channel shows the same numbers."""
+
+    customer_id: str
+    clv: float
+    churn_probability: float
+    lifecycle_stage: LifecycleStage
+    value_tier: ValueTier
+    expected_value_at_risk: float
+
+
+def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) -> list[Score]:
+    """Scores for every row of a feature matrix (one ONNX run per model for all rows)."""
+    if not len(matrix):
+        return []
+    predictions = model.predictor.predict(matrix.values)
+    manifest = model.manifest
+    stages = lifecycle_stages(
+        matrix.values,
+        predictions.churn_probability,
+        churn_horizon_days=manifest.churn_horizon_days,
+        new_customer_days=settings.new_customer_days,
+        at_risk_threshold=settings.at_risk_threshold,
+    )
+    tiers = value_tiers(predictions.clv, manifest.clv_quantiles, settings.tier_percentiles)
+    at_risk = predictions.clv * predictions.churn_probability
+    return [
+        Score(
+            customer_id=customer_id,
+            clv=round(float(clv), 2),
+            churn_probability=round(float(p), 6),
+            lifecycle_stage=stage,
+            value_tier=tier,
+            expected_value_at_risk=round(float(risk), 2),
+        )
+        for customer_id, clv, p, stage, tier, risk in zip(
+            matrix.customer_ids,
+            predictions.clv,
+            predictions.churn_probability,
+            stages,
+            tiers,
+            at_risk,
+            strict=True,
+        )
+    ]
+
+
+def _model_explanation(
+    explanation: Explanation, words: Callable[[Contribution, str], str], currency: str
+) -> ModelExplanation:
+    return ModelExplanation(
+        base_value=explanation.base_value,
+        raw_margin=explanation.raw_margin,
+        reasons=[
+            Reason(
+                feature=c.feature,
+                description=c.description,
+                value=c.value,
+                contribution=c.contribution,
+                text=words(c, currency),
+            )
+            for c in explanation.top(REASONS)
+        ],
+        contributions={c.feature: c.contribution for c in explanation.contributions},
+    )
+
+
+def explanation_for(model: LoadedModel, features: np.ndarray, currency: str) -> ExplanationOut:
+    """Both models' TreeSHAP explanations of one feature vector."""
+    row = features.reshape(1, -1)
+    [clv] = explain(model.clv_booster, row)
+    [churn] = explain(model.churn_booster, row)
+    return ExplanationOut(
+        clv=_model_explanation(clv, clv_sentence, currency),
+        churn=_model_explanation(churn, churn_sentence, currency),
+    )
+
+
+def prediction_out(
+    score: Score,
+    as_of: dt.datetime,
+    model: LoadedModel,
+    settings: Settings,
+    explanation: ExplanationOut | None = None,
+) -> PredictionOut:
+    """The API document for one score."""
+    manifest = model.manifest
+    return PredictionOut(
+        customer_id=score.customer_id,
+        as_of=as_of,
+        model_version=manifest.version,
+        clv=ClvOut(
+            value=score.clv, currency=settings.currency, horizon_days=manifest.clv_horizon_days
+        ),
+        churn=ChurnOut(
+            probability=score.churn_probability, horizon_days=manifest.churn_horizon_days
+        ),
+        segment=SegmentOut(lifecycle_stage=score.lifecycle_stage, value_tier=score.value_tier),
+        expected_value_at_risk=score.expected_value_at_risk,
+        scored_at=dt.datetime.now(dt.UTC),
+        explanation=explanation,
+    )
+
+
+class PredictionService:
+    """Online predictions through the request's session and the worker's active model."""
+
+    def __init__(self, session: AsyncSession, settings: Settings, model: LoadedModel) -> None:
+        self.settings = settings
+        self.model = model
+        self.features = FeatureRepository(session)
+
+    async def one(
+        self, customer_id: str, as_of: dt.datetime, with_explanation: bool = False
+    ) -> PredictionOut:
+        """One customer's prediction (one SQL round trip, one ONNX run per model), or NotFound."""
+        matrix = await self.features.for_customers([customer_id], as_of)
+        if not len(matrix):
+            raise NotFound(f"no customer with id {customer_id!r}")
+        [score] = score_matrix(matrix, self.model, self.settings)
+        explanation = (
+            explanation_for(self.model, matrix.values[0], self.settings.currency)
+            if with_explanation
+            else None
+        )
+        return prediction_out(score, as_of, self.model, self.settings, explanation)
+
+    async def many(self, customer_ids: Sequence[str], as_of: dt.datetime) -> BatchPredictionOut:
+        """Predictions for many customers: one set-based feature query, one ONNX run per model."""
+        wanted = list(dict.fromkeys(customer_ids))
+        matrix = await self.features.for_customers(wanted, as_of) if wanted else None
+        scores = (
+            {s.customer_id: s for s in score_matrix(matrix, self.model, self.settings)}
+            if matrix
+            else {}
+        )
+        results = []
+        for index, customer_id in enumerate(customer_ids):
+            score = scores.get(customer_id)
+            results.append(
+                BatchPredictionItem(
+                    index=index,
+                    customer_id=customer_id,
+                    status="ok" if score else "not_found",
+                    prediction=prediction_out(score, as_of, self.model, self.settings)
+                    if score
+                    else None,
+                )
+            )
+        found = sum(r.status == "ok" for r in results)
+        return BatchPredictionOut(
+            model_version=self.model.version,
+            as_of=as_of,
+            found=found,
+            not_found=len(results) - found,
+            results=results,
+        )

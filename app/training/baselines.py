@@ -1,0 +1,101 @@
+"""Baselines evaluated beside the model: a spend-rate heuristic and BG/NBD + Gamma-Gamma.
+
+Both read the same feature matrix the model reads (no second definition of recency & co.).
+BG/NBD needs the optional `lifetimes` package (`uv sync --extra bench`); without it that
+baseline is skipped and training carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.features.definitions import FEATURE_INDEX
+
+logger = logging.getLogger(__name__)
+
+
+def _column(features: np.ndarray, name: str) -> np.ndarray:
+    return features[:, FEATURE_INDEX[name]]
+
+
+def spend_rate(features: np.ndarray, horizon_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """(CLV, churn score): historical net revenue per day since the first order x horizon; recency."""
+    per_day = _column(features, "net_revenue") / np.maximum(
+        _column(features, "order_age_days"), 1.0
+    )
+    return np.maximum(per_day, 0.0) * horizon_days, _column(features, "recency_days")
+
+
+@dataclass(frozen=True)
+class BgNbdResult:
+    """Per-customer predictions and the fitted parameters (for the report)."""
+
+    clv: np.ndarray
+    churn_score: np.ndarray
+    parameters: dict[str, float]
+
+
+def rfm(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """lifetimes' (frequency, recency, T, monetary) with daily aggregation, from our features."""
+    frequency = _column(features, "repeat_order_days")
+    recency = _column(features, "order_span_days")
+    age = np.floor(
+        _column(features, "order_age_days")
+    )  # whole days from first order day to as_of day
+    repeat_spend = _column(features, "gross_revenue") - _column(features, "first_order_value")
+    monetary = np.where(frequency > 0, repeat_spend / np.maximum(frequency, 1), 0.0)
+    return frequency, recency, age, monetary
+
+
+def bg_nbd_gamma_gamma(
+    fit_features: np.ndarray,
+    predict_features: np.ndarray,
+    clv_horizon_days: int,
+    churn_horizon_days: int,
+) -> BgNbdResult | None:
+    """Fit BG/NBD + Gamma-Gamma (no penalizer) on `fit_features`, predict for `predict_features`.
+
+    CLV = expected purchases over the horizon x expected spend per purchase; churn score =
+    minus expected purchases over the churn horizon. Customers without an order get 0 CLV.
+    """
+    try:
+        import pandas as pd
+        from lifetimes import BetaGeoFitter, GammaGammaFitter
+    except ImportError:
+        logger.warning(
+            "lifetimes is not installed: BG/NBD baseline skipped (uv sync --extra bench)"
+        )
+        return None
+    f, r, t, m = rfm(fit_features)
+    buyers = _column(fit_features, "orders") > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bgf = BetaGeoFitter(penalizer_coef=0.0)
+        bgf.fit(pd.Series(f[buyers]), pd.Series(r[buyers]), pd.Series(t[buyers]))
+        repeaters = buyers & (f > 0) & (m > 0)
+        ggf = GammaGammaFitter(penalizer_coef=0.0)
+        ggf.fit(pd.Series(f[repeaters]), pd.Series(m[repeaters]))
+        pf, pr, pt, pm = rfm(predict_features)
+        purchases = np.asarray(
+            bgf.conditional_expected_number_of_purchases_up_to_time(clv_horizon_days, pf, pr, pt),
+            dtype=np.float64,
+        )
+        churn_purchases = np.asarray(
+            bgf.conditional_expected_number_of_purchases_up_to_time(churn_horizon_days, pf, pr, pt),
+            dtype=np.float64,
+        )
+        spend = np.asarray(
+            ggf.conditional_expected_average_profit(pd.Series(pf), pd.Series(pm)), dtype=np.float64
+        )
+    has_orders = _column(predict_features, "orders") > 0
+    clv = np.where(has_orders, np.nan_to_num(purchases * spend), 0.0)
+    churn = np.where(has_orders, -np.nan_to_num(churn_purchases), 0.0)
+    parameters = {
+        **{k: float(v) for k, v in bgf.params_.items()},
+        **{f"gg_{k}": float(v) for k, v in ggf.params_.items()},
+    }
+    return BgNbdResult(clv=clv, churn_score=churn, parameters=parameters)
