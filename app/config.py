@@ -44,8 +44,15 @@ class Settings(BaseSettings):
     max_future_skew_seconds: int = Field(
         default=300, ge=0, description="How far in the future occurred_at may be."
     )
-    db_pool_size: int = Field(default=10, ge=1, description="Connections kept per worker.")
-    db_max_overflow: int = Field(default=10, ge=0, description="Extra connections under load.")
+    db_pool_size: int = Field(default=16, ge=1, description="Connections kept per worker.")
+    db_read_pool_size: int = Field(
+        default=8, ge=1, description="Postgres connections per worker for predictions/features."
+    )
+    db_max_overflow: int = Field(
+        default=0,
+        ge=0,
+        description="Extra short-lived connections under load (they churn: keep 0).",
+    )
     db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=15_000, ge=0, description="0 disables it.")
     model_dir: Path = Field(default=ROOT_DIR / "models", description="Model artifacts directory.")
@@ -67,7 +74,53 @@ class Settings(BaseSettings):
         description="CLV percentiles (of the model's predictions) starting the top, high and "
         "medium tiers; below the last is low.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Level of the JSON logs (and of uvicorn's own loggers)."
+    )
+    db_pool_pre_ping: bool = Field(
+        default=False,
+        description="Ping each pooled connection on checkout: no 503 burst after a database "
+        "restart, at the price of one extra round trip per request.",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Time a client has to send a request's head (408/close)."
+    )
+    http_max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="Request line plus headers, in bytes (431 above)."
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time a client has to send a request body (408 after)."
+    )
+    host: str = Field(default="127.0.0.1", description="`clv serve`: interface to bind.")
+    port: int = Field(default=8000, ge=0, le=65535, description="`clv serve`: TCP port.")
+    workers: int = Field(default=1, ge=1, description="`clv serve`: worker processes.")
+    keepalive_timeout_seconds: int = Field(
+        default=5,
+        ge=1,
+        description="Idle keep-alive connections close after this; behind a load balancer, "
+        "set it above the balancer's idle timeout so the balancer closes first.",
+    )
+    proxy_headers: bool = Field(
+        default=True, description="Trust X-Forwarded-For/-Proto from `forwarded_allow_ips`."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1", description="Comma-separated proxy IPs/CIDRs trusted, or `*`."
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=30, ge=1, description="SIGTERM: how long in-flight requests may take to finish."
+    )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=0,
+        description="Connections + in-flight requests per worker before answering 503 (0 = none).",
+    )
+    backlog: int = Field(default=2048, ge=1, description="TCP listen backlog.")
+    worker_healthcheck_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="Several workers: how long a new worker may take to start (SIGHUP replaces "
+        "workers one by one and waits for each) or a worker may go silent before it is replaced.",
+    )
 
     @field_validator("value_tier_percentiles")
     @classmethod
@@ -101,7 +154,7 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def settings_of(request: Request) -> Settings:
+async def settings_of(request: Request) -> Settings:
     """The settings the running app was built with (tests build apps with their own)."""
     settings: Settings = request.app.state.settings
     return settings

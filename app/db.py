@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -72,6 +74,11 @@ def _with_driver(url: str, *, asynchronous: bool) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgresql":
+        if asynchronous and "sslmode" in parsed.query:
+            # libpq spells it sslmode=, asyncpg ssl=; one URL serves both drivers.
+            query = dict(parsed.query)
+            query["ssl"] = query.pop("sslmode")
+            parsed = parsed.set(query=query)
         return parsed.set(drivername="postgresql+asyncpg" if asynchronous else "postgresql+psycopg")
     if backend == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite" if asynchronous else "sqlite")
@@ -126,24 +133,36 @@ def create_async_db_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     server_settings = {"application_name": "clv-service"}
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_seconds,
+        "server_settings": server_settings,
+    }
     if settings.db_statement_timeout_ms:
         server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+        # The server cancels first (a clean error, the connection stays usable); the client-side
+        # command_timeout only fires when the server cannot answer at all (network partition).
+        connect_args["command_timeout"] = (
+            settings.db_statement_timeout_ms / 1000 + settings.db_connect_timeout_seconds
+        )
     return create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=False,
+        # Off by default: a dead pooled connection is classified as 503 (app.errors) and the
+        # pool is invalidated, instead of paying a ping round trip on every checkout.
+        pool_pre_ping=settings.db_pool_pre_ping,
         pool_timeout=settings.db_connect_timeout_seconds,
-        connect_args={
-            "timeout": settings.db_connect_timeout_seconds,
-            "server_settings": server_settings,
-        },
+        connect_args=connect_args,
     )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+#: What read-only repositories accept: a session, an autocommit connection or a raw asyncpg one.
+Reader: TypeAlias = AsyncSession | AsyncConnection | asyncpg.Connection
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -161,3 +180,52 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": the commit happens before the response leaves, so a 2xx means committed.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_reader(request: Request) -> AsyncIterator[Reader]:
+    """A connection for one read-only statement: the asyncpg read pool, else autocommit SQLAlchemy."""
+    pool: asyncpg.Pool | None = getattr(request.app.state, "read_pool", None)
+    if pool is not None:
+        async with pool.acquire() as raw:
+            yield raw
+        return
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as connection:
+        yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+# Reads that need one consistent snapshot across several statements must use SessionDep.
+ReaderDep = Annotated[Reader, Depends(get_reader, scope="function")]
+
+
+async def create_read_pool(settings: Settings) -> asyncpg.Pool | None:
+    """Postgres only: a plain asyncpg pool for the hot read path (predictions, features).
+
+    One prepared statement and one round trip per request, without the ORM session, the
+    SQLAlchemy pool and greenlet hops, which cost more CPU than the query itself. SQLite gets
+    None and those reads go through SQLAlchemy.
+    """
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    server_settings = {"application_name": "clv-service-read"}
+    if settings.db_statement_timeout_ms:
+        server_settings["statement_timeout"] = str(settings.db_statement_timeout_ms)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=settings.db_read_pool_size,
+        timeout=settings.db_connect_timeout_seconds,
+        command_timeout=(settings.db_statement_timeout_ms or 0) / 1000
+        + settings.db_connect_timeout_seconds,
+        server_settings=server_settings,
+        # Only single read statements run here: no session state to reset, so skip the
+        # RESET ALL round trip asyncpg would otherwise make on every release.
+        reset=_keep_session,
+    )
+    return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release hook: nothing to undo after a read-only statement."""

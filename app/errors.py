@@ -6,11 +6,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic_core import ErrorDetails
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -87,6 +90,54 @@ class PayloadTooLarge(AppError):
     status, slug, title = 413, "payload-too-large", "Request body too large"
 
 
+class RequestTimeout(AppError):
+    status, slug, title = 408, "request-timeout", "Request body not received in time"
+
+
+class DatabaseUnavailable(AppError):
+    status, slug, title = 503, "database-unavailable", "Database unavailable"
+
+
+#: Seconds a client should wait before retrying when the database is unavailable.
+DATABASE_RETRY_AFTER = 5
+#: SQLSTATEs meaning "the database cannot serve now", not "this request is wrong": connection
+#: exceptions (class 08), insufficient resources (53), shutdown / not accepting connections,
+#: statement timeout, and deadlock / serialization failures that survived the service's retries.
+_UNAVAILABLE_CLASSES = ("08", "53")
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "57014", "40001", "40P01"})
+#: Modules whose OSError (refused connection, connect timeout, DNS) means the database is away.
+_DRIVER_MODULES = ("asyncpg", "sqlalchemy", "aiosqlite", "psycopg")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` says the database is unreachable, overloaded or restarting."""
+    if isinstance(exc, PoolTimeout):  # no pooled connection freed up in pool_timeout
+        return True
+    if isinstance(exc, DBAPIError):
+        # connection_invalidated: the driver saw the connection die (SQLAlchemy then recycles
+        # the whole pool, so the next request reconnects).
+        return exc.connection_invalidated or _unavailable_state(exc.orig)
+    if isinstance(exc, asyncpg.PostgresError):  # the raw asyncpg read pool, unwrapped
+        return _unavailable_state(exc)
+    if isinstance(exc, asyncpg.InterfaceError):  # "connection is closed", "pool is closing"
+        return "clos" in str(exc)
+    if isinstance(exc, OSError):  # asyncpg raises connect failures unwrapped
+        traceback = exc.__traceback__
+        while traceback is not None:
+            module = traceback.tb_frame.f_globals.get("__name__", "")
+            if module.startswith(_DRIVER_MODULES):
+                return True
+            traceback = traceback.tb_next
+    return False
+
+
+def _unavailable_state(error: object) -> bool:
+    state = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return isinstance(state, str) and (
+        state.startswith(_UNAVAILABLE_CLASSES) or state in _UNAVAILABLE_STATES
+    )
+
+
 def pointer_for(loc: Iterable[int | str]) -> tuple[str, str]:
     """(dotted field, JSON pointer) for a pydantic error location, without the `body` prefix."""
     parts = [str(p) for p in loc]
@@ -157,6 +208,18 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(AppError().problem(request.url.path))
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        return await _unhandled(request, exc)
+    # One line, no stack: an outage produces thousands of these and the cause is not in our code.
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    error = DatabaseUnavailable(
+        "the database is unreachable or overloaded; retry later",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+    return problem_response(error.problem(request.url.path), error.headers)
+
+
 def _reason(status: int) -> str:
     from http import HTTPStatus
 
@@ -171,6 +234,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Database trouble is 503 + Retry-After; anything else of these types stays a 500.
+    for kind in (DBAPIError, PoolTimeout, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        app.add_exception_handler(kind, _database_error)
     app.add_exception_handler(Exception, _unhandled)
 
 

@@ -7,21 +7,22 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from app import __version__
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
-from app.db import create_async_db_engine, session_factory
+from app.db import create_async_db_engine, create_read_pool, session_factory
 from app.errors import install_error_handlers
 from app.events.router import router as events_router
 from app.features.router import router as features_router
 from app.limits import BodyLimitMiddleware
-from app.schema import check_at_head
+from app.observability import metrics
+from app.observability.health import ReadinessProbe
+from app.observability.middleware import RequestObservabilityMiddleware
+from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
 
@@ -46,9 +47,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await connection.run_sync(check_at_head)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.read_pool = await create_read_pool(settings)
         # A missing or mismatched artifact leaves the worker alive but not ready (see /readyz).
         await asyncio.to_thread(registry.load_initial)
         app.state.registry = registry
+        app.state.readiness = ReadinessProbe(engine, registry, head_revision())
+        if metrics.MULTIPROCESS:
+            background.append(asyncio.create_task(metrics.refresh_gauges_forever(app.state)))
         if settings.model_poll_seconds > 0:
             background.append(asyncio.create_task(registry.watch(settings.model_poll_seconds)))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -62,7 +67,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in background:
             task.cancel()
+        read_pool = getattr(app.state, "read_pool", None)
+        if read_pool is not None:
+            await read_pool.close()
         await engine.dispose()
+        metrics.worker_stopped()
 
 
 async def _reload_quietly(registry: ModelRegistry) -> None:
@@ -82,7 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout=settings.http_body_timeout_seconds,
+    )
+    # Added last, so outermost: it also sees (and tags) the limits' 413/408 answers.
+    app.add_middleware(RequestObservabilityMiddleware, routes=app.routes)
     app.include_router(events_router)
     app.include_router(customers_router)
     app.include_router(features_router)
@@ -95,21 +110,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Readiness")
     async def readyz(request: Request) -> JSONResponse:
-        """Ready when the database answers within a second and a valid model is loaded."""
-        checks: dict[str, Any] = {}
-        registry: ModelRegistry = request.app.state.registry
-        checks["model"] = (
-            f"ok ({registry.active.version})"
-            if registry.ready
-            else f"unavailable: {registry.error}"
-        )
-        try:
-            async with asyncio.timeout(1.0), request.app.state.engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:  # any failure means not ready; say which
-            checks["database"] = f"unavailable: {type(exc).__name__}"
-        ready = checks["database"] == "ok" and registry.ready
+        """Ready when the database answers within a second with its schema at head, and a valid model is loaded."""
+        probe: ReadinessProbe = request.app.state.readiness
+        ready, checks = await probe.check()
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    app.add_route("/metrics", metrics.metrics_endpoint, include_in_schema=False)
 
     return app

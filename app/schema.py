@@ -18,6 +18,7 @@ class SchemaNotAtHead(RuntimeError):
 
 def import_all_models() -> None:
     """Import every ORM module so Base.metadata knows all tables."""
+    import app.auth.models
     import app.customers.models
     import app.events.models
     import app.scoring.models  # noqa: F401

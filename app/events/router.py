@@ -69,7 +69,9 @@ async def post_event(
         try:
             # Same transaction: the prediction sees the event just written.
             service = PredictionService(session, settings, registry.active)
-            ack.prediction = await service.one(event.customer_id, dt.datetime.now(dt.UTC))
+            # An event may be stamped a little ahead of our clock; score as of it then.
+            as_of = max(dt.datetime.now(dt.UTC), event.occurred_at.astimezone(dt.UTC))
+            ack.prediction = await service.one(event.customer_id, as_of)
         except ModelUnavailable as exc:
             ack.prediction_error = exc.detail
     return ack
@@ -107,16 +109,20 @@ async def post_event_batch(
     result = await EventService(session, settings).ingest_batch(batch.events)
     if score:
         registry: ModelRegistry = request.app.state.registry
-        customers = list(
-            dict.fromkeys(
-                item["customer_id"]
-                for item, r in zip(batch.events, result.results, strict=True)
-                if r.status != "rejected"
-            )
+        stored = [
+            item
+            for item, r in zip(batch.events, result.results, strict=True)
+            if r.status != "rejected"
+        ]
+        customers = list(dict.fromkeys(item["customer_id"] for item in stored))
+        # As of the latest stored event when it is ahead of our clock (within the allowed skew).
+        as_of = max(
+            [dt.datetime.now(dt.UTC)]
+            + [dt.datetime.fromisoformat(item["occurred_at"]).astimezone(dt.UTC) for item in stored]
         )
         try:
             service = PredictionService(session, settings, registry.active)
-            scored = await service.many(customers, dt.datetime.now(dt.UTC)) if customers else None
+            scored = await service.many(customers, as_of) if customers else None
             result.predictions = (
                 [r.prediction for r in scored.results if r.prediction] if scored else []
             )

@@ -25,6 +25,7 @@ from app.events.schemas import (
     canonical_json,
     json_depth,
 )
+from app.observability import metrics
 
 _EVENT = TypeAdapter(EventIn)
 _CENT = Decimal("0.01")
@@ -121,8 +122,15 @@ class EventService:
 
     async def ingest_one(self, event: EventIn) -> Stored:
         """Store one event: created, duplicate, or Conflict when the id is taken by other content."""
-        self.check(event, _now())
+        try:
+            self.check(event, _now())
+        except InvalidInput:
+            metrics.observe_events([(event.type, "rejected")])
+            raise
         [stored] = await self.store([event])
+        metrics.observe_events(
+            [(event.type, "rejected" if stored.status == "conflict" else stored.status)]
+        )
         if stored.status == "conflict":
             raise Conflict(
                 f"event_id {event.event_id!r} was already stored with different content; "
@@ -189,6 +197,10 @@ class EventService:
                     index=index, event_id=event.event_id, status=outcome.status
                 )
         final = [r for r in results if r is not None]
+        metrics.observe_events(
+            (items[r.index].get("type") if isinstance(items[r.index], dict) else None, r.status)
+            for r in final
+        )
         return EventBatchResult(
             created=sum(r.status == "created" for r in final),
             duplicates=sum(r.status == "duplicate" for r in final),

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
+import asyncpg
 import numpy as np
 from sqlalchemy import Engine, TextClause, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer
-from app.db import UTCDateTime
+from app.db import Reader, UTCDateTime
 from app.features.definitions import (
     AGGREGATES,
     BEHAVIOUR_WINDOWS,
@@ -116,7 +117,7 @@ _BOUNDS = sorted({bound for _, _, bound in _COUNTED.values()} | {"t90", "t180"})
 
 _DIALECT = {
     "postgresql": {
-        "day": "FLOOR(EXTRACT(EPOCH FROM e.occurred_at) / 86400)::bigint",
+        "day": "((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')",
         "cents": "(e.amount * 100)::bigint",
         "epoch": "EXTRACT(EPOCH FROM {})::float8",
     },
@@ -150,14 +151,15 @@ _PG_MANY = (
 
 
 def _zero_default(name: str) -> str:
-    # Counts and sums are 0 without events; instants and day numbers stay NULL (NaN).
+    # Counts and sums are 0 without events; instants and day numbers stay NULL (NaN). Every
+    # aggregate leaves as a double: exact for these integers, and drivers decode it cheaply.
     if (
         name.endswith("_epoch")
         or name.endswith("_day")
         or name in ("first_day_cents", "last_day_cents", "max_day_cents")
     ):
-        return f"p.{name}"
-    return f"COALESCE(p.{name}, 0)"
+        return f"CAST(p.{name} AS DOUBLE PRECISION)"
+    return f"CAST(COALESCE(p.{name}, 0) AS DOUBLE PRECISION)"
 
 
 @lru_cache(maxsize=16)
@@ -219,9 +221,11 @@ class FeatureMatrix:
 def _matrix(rows: Sequence[Any], as_of: dt.datetime) -> FeatureMatrix:
     ids = [str(r[0]) for r in rows]
     pks = np.array([r[1] for r in rows], dtype=np.int64)
-    columns: dict[str, np.ndarray] = {}
-    for j, name in enumerate(AGGREGATES, start=2):
-        columns[name] = np.array([r[j] for r in rows], dtype=np.float64)
+    # One conversion for the whole block (NULL -> NaN); the columns are views into it.
+    block = np.array([tuple(r)[2:] for r in rows], dtype=np.float64).reshape(
+        len(rows), len(AGGREGATES)
+    )
+    columns = {name: block[:, j] for j, name in enumerate(AGGREGATES)}
     values = compute_features(columns, as_of) if rows else np.empty((0, len(FEATURE_NAMES)))
     return FeatureMatrix(
         as_of=as_of, customer_ids=ids, values=values, n_events=columns["n_events"], customer_pks=pks
@@ -229,22 +233,42 @@ def _matrix(rows: Sequence[Any], as_of: dt.datetime) -> FeatureMatrix:
 
 
 class FeatureRepository:
-    """Online feature reads through the request's async session."""
+    """Online feature reads: one statement, through any `app.db.Reader`."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        if isinstance(reader, asyncpg.Connection):
+            self.dialect = "postgresql"
+        else:
+            bind = reader.get_bind() if isinstance(reader, AsyncSession) else reader
+            self.dialect = bind.dialect.name
 
     async def for_customers(self, external_ids: Sequence[str], as_of: dt.datetime) -> FeatureMatrix:
         """Features of the given (existing) customers in one round trip; unknown ids are absent."""
-        dialect = self.session.get_bind().dialect.name
-        if len(external_ids) == 1:
-            statement = aggregate_statement(dialect, "one")
-            params: dict[str, Any] = {**time_params(as_of), "external_id": external_ids[0]}
+        scope: Scope = "one" if len(external_ids) == 1 else "many"
+        params: dict[str, Any] = time_params(as_of)
+        if scope == "one":
+            params["external_id"] = external_ids[0]
         else:
-            statement = aggregate_statement(dialect, "many")
-            params = {**time_params(as_of), "external_ids": list(external_ids)}
-        rows = (await self.session.execute(statement, params)).all()
+            params["external_ids"] = list(external_ids)
+        if isinstance(self.reader, asyncpg.Connection):
+            sql, order = asyncpg_statement(scope)
+            rows: Sequence[Any] = await self.reader.fetch(sql, *(params[name] for name in order))
+        else:
+            rows = (
+                await self.reader.execute(aggregate_statement(self.dialect, scope), params)
+            ).all()
         return _matrix(rows, as_of)
+
+
+@lru_cache(maxsize=4)
+def asyncpg_statement(scope: Scope) -> tuple[str, tuple[str, ...]]:
+    """The same aggregate statement rendered for asyncpg ($n placeholders) and its parameter order."""
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+    compiled = aggregate_statement("postgresql", scope).compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+    assert compiled.positiontup is not None
+    return str(compiled), tuple(compiled.positiontup)
 
 
 def offline_features(

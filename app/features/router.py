@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.db import SessionDep
+from app.db import ReaderDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
 from app.features.definitions import FEATURES, fingerprint, parse_as_of
 from app.features.repository import FeatureRepository
@@ -49,7 +49,7 @@ def resolve_as_of(value: str | None, pointer: str = "#query/as_of") -> dt.dateti
     summary="Read a customer's feature vector",
 )
 async def get_features(
-    customer_id: CustomerIdPath, session: SessionDep, as_of: AsOfQuery = None
+    customer_id: CustomerIdPath, session: ReaderDep, as_of: AsOfQuery = None
 ) -> FeatureVectorOut:
     """The model inputs for this customer as of `as_of`, with names and plain-words descriptions."""
     moment = resolve_as_of(as_of)

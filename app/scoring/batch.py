@@ -130,18 +130,30 @@ def score_all(
     total = 0
     with engine.connect() as connection:
         customers = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
-    bar = tqdm(total=customers, unit="cust", desc="scoring", disable=not progress, file=sys.stderr)
-    with engine.begin() as connection:
-        run_id = repository.start_run(connection, as_of, model.version) if store else None
-        for matrix in offline_features(engine, as_of):
-            scores = score_matrix(matrix, model, settings)
-            if writer:
-                writer.write(scores)
-            if run_id is not None:
-                repository.write_scores(connection, run_id, matrix.customer_pks, scores)
-            total += len(scores)
-            bar.update(len(scores))
+    bar = tqdm(
+        total=customers,
+        unit="cust",
+        desc="scoring",
+        disable=None if progress else True,
+        file=sys.stderr,
+    )
+    run_id = None
+    if store:
+        with engine.begin() as connection:
+            run_id = repository.start_run(connection, as_of, model.version)
+    # One transaction per chunk: locks on customer rows (see write_scores) last seconds, not
+    # the whole run. The run only shows in /v1/segments once finish_run records its size.
+    for matrix in offline_features(engine, as_of):
+        scores = score_matrix(matrix, model, settings)
+        if writer:
+            writer.write(scores)
         if run_id is not None:
+            with engine.begin() as connection:
+                repository.write_scores(connection, run_id, matrix.customer_pks, scores)
+        total += len(scores)
+        bar.update(len(scores))
+    if run_id is not None:
+        with engine.begin() as connection:
             repository.finish_run(connection, run_id, total)
     bar.close()
     if writer:

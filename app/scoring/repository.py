@@ -29,41 +29,63 @@ def start_run(connection: Connection, as_of: object, model_version: str) -> int:
 
 def write_scores(
     connection: Connection, run_id: int, customer_pks: np.ndarray, scores: Sequence[Score]
-) -> None:
-    """Append one chunk of a run's scores (COPY on Postgres)."""
+) -> int:
+    """Append one chunk of a run's scores; returns the rows written.
+
+    Rows are inserted through a join with `customers ... FOR KEY SHARE`: a customer erased
+    meanwhile is skipped, and an erasure arriving later waits for this chunk's commit and then
+    deletes its scores too, so no score outlives its customer. Commit each chunk promptly.
+    """
     if connection.dialect.name == "postgresql":
         buffer = io.StringIO()
         for pk, s in zip(customer_pks.tolist(), scores, strict=True):
             buffer.write(
-                f"{run_id}\t{pk}\t{s.clv!r}\t{s.churn_probability!r}\t{s.lifecycle_stage}\t"
+                f"{pk}\t{s.clv!r}\t{s.churn_probability!r}\t{s.lifecycle_stage}\t"
                 f"{s.value_tier}\t{s.expected_value_at_risk!r}\n"
             )
         raw = connection.connection.driver_connection
         assert raw is not None
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(
-                "COPY scores (run_id, customer_id, clv, churn_probability, lifecycle_stage, value_tier, "
-                "expected_value_at_risk) FROM STDIN"
-            ) as copy,
-        ):
-            copy.write(buffer.getvalue())
-        return
-    connection.execute(
-        insert(StoredScore),
-        [
-            {
-                "run_id": run_id,
-                "customer_id": pk,
-                "clv": s.clv,
-                "churn_probability": s.churn_probability,
-                "lifecycle_stage": s.lifecycle_stage,
-                "value_tier": s.value_tier,
-                "expected_value_at_risk": s.expected_value_at_risk,
-            }
-            for pk, s in zip(customer_pks.tolist(), scores, strict=True)
-        ],
-    )
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE_SCORES)
+            with cursor.copy(
+                "COPY stage_scores (customer_id, clv, churn_probability, lifecycle_stage, "
+                "value_tier, expected_value_at_risk) FROM STDIN"
+            ) as copy:
+                copy.write(buffer.getvalue())
+            cursor.execute(_PG_INSERT_SCORES, {"run_id": run_id})
+            return max(int(cursor.rowcount), 0)
+    # SQLite has one writer at a time: an erasure cannot interleave with this transaction.
+    rows = [
+        {
+            "run_id": run_id,
+            "customer_id": pk,
+            "clv": s.clv,
+            "churn_probability": s.churn_probability,
+            "lifecycle_stage": s.lifecycle_stage,
+            "value_tier": s.value_tier,
+            "expected_value_at_risk": s.expected_value_at_risk,
+        }
+        for pk, s in zip(customer_pks.tolist(), scores, strict=True)
+    ]
+    if rows:
+        connection.execute(insert(StoredScore), rows)
+    return len(rows)
+
+
+_STAGE_SCORES = """
+CREATE TEMP TABLE IF NOT EXISTS stage_scores (
+    customer_id bigint, clv float8, churn_probability float8, lifecycle_stage text,
+    value_tier text, expected_value_at_risk float8
+) ON COMMIT DELETE ROWS
+"""
+_PG_INSERT_SCORES = """
+INSERT INTO scores (run_id, customer_id, clv, churn_probability, lifecycle_stage, value_tier,
+                    expected_value_at_risk)
+SELECT %(run_id)s, s.customer_id, s.clv, s.churn_probability, s.lifecycle_stage, s.value_tier,
+       s.expected_value_at_risk
+FROM stage_scores s JOIN customers c ON c.id = s.customer_id
+FOR KEY SHARE OF c
+"""
 
 
 def finish_run(connection: Connection, run_id: int, customers: int) -> None:

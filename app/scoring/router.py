@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.config import SettingsDep
-from app.db import SessionDep
+from app.db import ReaderDep, SessionDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
 from app.features.router import AsOfQuery, resolve_as_of
 from app.ids import CustomerIdPath
@@ -28,15 +28,16 @@ from app.scoring.service import PredictionService
 router = APIRouter(tags=["predictions"])
 
 
-def registry_of(request: Request) -> ModelRegistry:
+async def registry_of(request: Request) -> ModelRegistry:
     """The worker's model registry."""
     registry: ModelRegistry = request.app.state.registry
     return registry
 
 
-def active_model(request: Request) -> LoadedModel:
+async def active_model(request: Request) -> LoadedModel:
     """The model this request uses from start to end (503 when none is loaded)."""
-    return registry_of(request).active
+    registry: ModelRegistry = request.app.state.registry
+    return registry.active
 
 
 RegistryDep = Annotated[ModelRegistry, Depends(registry_of)]
@@ -52,16 +53,18 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
 )
 async def get_prediction(
     customer_id: CustomerIdPath,
-    session: SessionDep,
+    session: ReaderDep,
     settings: SettingsDep,
     model: ModelDep,
     as_of: AsOfQuery = None,
     explain: Annotated[bool, Query(description="Add per-feature TreeSHAP reasons.")] = False,
-) -> PredictionOut:
+) -> Response:
     """CLV over the model's horizon, churn probability, segment and expected value at risk, from the customer's events up to `as_of` (default now)."""
-    return await PredictionService(session, settings, model).one(
+    prediction = await PredictionService(session, settings, model).one(
         customer_id, resolve_as_of(as_of), explain
     )
+    # Serialised once here; FastAPI would validate and serialise the model a second time.
+    return Response(prediction.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.post(
@@ -72,7 +75,7 @@ async def get_prediction(
     summary="Predict for many customers at once",
 )
 async def post_prediction_batch(
-    session: SessionDep,
+    session: ReaderDep,
     settings: SettingsDep,
     model: ModelDep,
     batch: Annotated[
@@ -86,7 +89,7 @@ async def post_prediction_batch(
             }
         ),
     ],
-) -> BatchPredictionOut:
+) -> Response:
     """Up to `CLV_MAX_BATCH_PREDICTIONS` customers in one feature query and one model run; unknown ids are reported per item."""
     if len(batch.customer_ids) > settings.max_batch_predictions:
         raise InvalidInput(
@@ -100,9 +103,10 @@ async def post_prediction_batch(
                 )
             ],
         )
-    return await PredictionService(session, settings, model).many(
+    result = await PredictionService(session, settings, model).many(
         batch.customer_ids, resolve_as_of(batch.as_of, "/as_of")
     )
+    return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.get(

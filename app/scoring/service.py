@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db import Reader
 from app.errors import NotFound
 from app.features.repository import FeatureMatrix, FeatureRepository
+from app.observability import metrics
 from app.scoring.explain import Contribution, Explanation, churn_sentence, clv_sentence, explain
 from app.scoring.lifecycle import LifecycleStage, ValueTier, lifecycle_stages, value_tiers
 from app.scoring.registry import LoadedModel
@@ -138,7 +139,7 @@ def prediction_out(
 class PredictionService:
     """Online predictions through the request's session and the worker's active model."""
 
-    def __init__(self, session: AsyncSession, settings: Settings, model: LoadedModel) -> None:
+    def __init__(self, session: Reader, settings: Settings, model: LoadedModel) -> None:
         self.settings = settings
         self.model = model
         self.features = FeatureRepository(session)
@@ -147,10 +148,13 @@ class PredictionService:
         self, customer_id: str, as_of: dt.datetime, with_explanation: bool = False
     ) -> PredictionOut:
         """One customer's prediction (one SQL round trip, one ONNX run per model), or NotFound."""
-        matrix = await self.features.for_customers([customer_id], as_of)
+        with metrics.time_feature_fetch("single"):
+            matrix = await self.features.for_customers([customer_id], as_of)
         if not len(matrix):
             raise NotFound(f"no customer with id {customer_id!r}")
-        [score] = score_matrix(matrix, self.model, self.settings)
+        with metrics.time_inference("single"):
+            [score] = score_matrix(matrix, self.model, self.settings)
+        metrics.observe_scores("single", [score.clv], [score.churn_probability])
         explanation = (
             explanation_for(self.model, matrix.values[0], self.settings.currency)
             if with_explanation
@@ -161,12 +165,14 @@ class PredictionService:
     async def many(self, customer_ids: Sequence[str], as_of: dt.datetime) -> BatchPredictionOut:
         """Predictions for many customers: one set-based feature query, one ONNX run per model."""
         wanted = list(dict.fromkeys(customer_ids))
-        matrix = await self.features.for_customers(wanted, as_of) if wanted else None
-        scores = (
-            {s.customer_id: s for s in score_matrix(matrix, self.model, self.settings)}
-            if matrix
-            else {}
+        with metrics.time_feature_fetch("batch"):
+            matrix = await self.features.for_customers(wanted, as_of) if wanted else None
+        with metrics.time_inference("batch"):
+            scored = score_matrix(matrix, self.model, self.settings) if matrix else []
+        metrics.observe_scores(
+            "batch", [s.clv for s in scored], [s.churn_probability for s in scored]
         )
+        scores = {s.customer_id: s for s in scored}
         results = []
         for index, customer_id in enumerate(customer_ids):
             score = scores.get(customer_id)

@@ -189,7 +189,7 @@ class _Panel:
             tqdm(
                 cutoffs,
                 desc=f"rows ({days}-day labels)",
-                disable=not self.progress,
+                disable=None if self.progress else True,
                 file=sys.stderr,
             )
         ):
@@ -209,7 +209,10 @@ class _Rounds(xgb.callback.TrainingCallback):
 
     def __init__(self, name: str, enabled: bool) -> None:
         self.bar = tqdm(
-            total=MAX_ROUNDS, desc=f"boosting {name}", disable=not enabled, file=sys.stderr
+            total=MAX_ROUNDS,
+            desc=f"boosting {name}",
+            disable=None if enabled else True,
+            file=sys.stderr,
         )
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:  # noqa: ARG002
@@ -347,7 +350,8 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
         )
         splits[name] = {
             "train": rows.take(~holdout & ~validation),
-            "validation": rows.take(validation),
+            # Early stopping judges the latest cutoff only: that is the situation the model serves.
+            "validation": rows.take(validation & (rows.cutoff == 0)),
             "holdout": rows.take(holdout & (rows.cutoff == 0)),
         }
         if min(len(part.customer_ids) for part in splits[name].values()) == 0:

@@ -1,0 +1,45 @@
+"""SQL for API keys, used by the `clv keys` command (synchronous)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, func, insert, or_, select, text, update
+
+from app.auth.keys import NewKey, Scope, generate_key
+from app.auth.models import ApiKey
+from app.auth.verifier import CHANNEL
+
+
+def _notify(connection: Connection) -> None:
+    # Delivered at commit: every worker drops its key cache (see app.auth.verifier).
+    if connection.dialect.name == "postgresql":
+        connection.execute(text(f"NOTIFY {CHANNEL}"))
+
+
+def create_key(connection: Connection, name: str, scopes: Iterable[Scope]) -> NewKey:
+    """Store a new key's hash; the returned secret is the only copy."""
+    key = generate_key()
+    connection.execute(
+        insert(ApiKey).values(
+            name=name, prefix=key.prefix, key_hash=key.key_hash, scopes=" ".join(sorted(s.value for s in scopes))
+        )
+    )
+    _notify(connection)
+    return key
+
+
+def list_keys(connection: Connection) -> list[ApiKey]:
+    """All keys, newest first (hashes included; callers print only public fields)."""
+    return list(connection.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars())
+
+
+def revoke_keys(connection: Connection, name_or_prefix: str) -> int:
+    """Revoke active keys whose prefix or name matches; returns how many."""
+    result = connection.execute(
+        update(ApiKey)
+        .where(or_(ApiKey.prefix == name_or_prefix, ApiKey.name == name_or_prefix), ApiKey.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )
+    _notify(connection)
+    return int(result.rowcount)  # type: ignore[attr-defined]

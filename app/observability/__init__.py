@@ -1,0 +1,1 @@
+"""Operating the service: JSON logs, Prometheus metrics, request ids, readiness."""

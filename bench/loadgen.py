@@ -1,0 +1,184 @@
+"""A small HTTP/1.1 load generator (keep-alive connections over raw asyncio streams).
+
+Runs as its own process so the server under test does not share its CPU time with the client's
+event loop. Two modes:
+- `saturate`: N connections each send the next request as soon as the previous answer arrived;
+- `rate`: open-loop, requests start on a fixed schedule (`--rate` per second) whatever the
+  latency, and latency is measured from the scheduled start (no coordinated omission).
+
+    python -m bench.loadgen --url http://127.0.0.1:8000 --requests reqs.jsonl --mode rate --rate 500
+Each line of the requests file: {"method": "GET", "path": "/v1/...", "body": null | {...}}; cycled.
+Prints one JSON object with counts, errors, throughput and latency percentiles (ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+
+
+def encode(request: dict[str, object], host: str) -> bytes:
+    body = b"" if request.get("body") is None else json.dumps(request["body"]).encode()
+    head = f"{request['method']} {request['path']} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self, payload: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(payload)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("closed")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        if length:
+            await self.reader.readexactly(length)
+        if close:
+            self.writer.close()
+            self.writer = None
+        return status
+
+
+async def saturate(
+    host: str, port: int, payloads: list[bytes], connections: int, duration: float
+) -> tuple[Stats, float]:
+    stats = Stats()
+    deadline = time.perf_counter() + duration
+    counter = iter(range(10**12))
+
+    async def loop() -> None:
+        conn = Connection(host, port)
+        while time.perf_counter() < deadline:
+            payload = payloads[next(counter) % len(payloads)]
+            t0 = time.perf_counter()
+            try:
+                status = await conn.send(payload)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                stats.errors += 1
+                conn = Connection(host, port)
+                continue
+            stats.latencies.append(time.perf_counter() - t0)
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(connections)))
+    return stats, time.perf_counter() - started
+
+
+async def at_rate(
+    host: str, port: int, payloads: list[bytes], rate: float, duration: float
+) -> tuple[Stats, float]:
+    stats = Stats()
+    idle: list[Connection] = [Connection(host, port) for _ in range(64)]
+    total = int(rate * duration)
+    started = time.perf_counter()
+
+    async def one(i: int) -> None:
+        scheduled = started + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        conn = idle.pop() if idle else Connection(host, port)
+        try:
+            status = await conn.send(payloads[i % len(payloads)])
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+            idle.append(conn)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+            stats.errors += 1
+            return
+        stats.latencies.append(time.perf_counter() - scheduled)
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    return stats, time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--requests", required=True, help="JSONL file of requests (cycled)")
+    parser.add_argument("--mode", choices=["saturate", "rate"], default="saturate")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    args = parser.parse_args()
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    with open(args.requests) as handle:
+        payloads = [encode(json.loads(line), f"{host}:{port}") for line in handle if line.strip()]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if args.warmup:
+        asyncio.run(saturate(host, port, payloads, min(args.connections, 8), args.warmup))
+    if args.mode == "saturate":
+        stats, elapsed = asyncio.run(
+            saturate(host, port, payloads, args.connections, args.duration)
+        )
+    else:
+        stats, elapsed = asyncio.run(at_rate(host, port, payloads, args.rate, args.duration))
+    ms = [v * 1000 for v in stats.latencies]
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "requests": len(ms),
+                "errors": stats.errors,
+                "statuses": stats.statuses,
+                "seconds": round(elapsed, 3),
+                "rps": round(len(ms) / elapsed, 1),
+                "p50_ms": round(percentile(ms, 50), 2),
+                "p95_ms": round(percentile(ms, 95), 2),
+                "p99_ms": round(percentile(ms, 99), 2),
+                "max_ms": round(max(ms), 2) if ms else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
