@@ -27,10 +27,21 @@ sync: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install the locked runt
 sync-dev: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install runtime + dev + bench dependencies
 	$(UV) sync --frozen --extra bench
 
-run: sync  ## migrate the embedded SQLite database, load demo data once, serve on :8000
+run: sync  ## migrate the embedded SQLite database, load demo data once, make a local API key, serve on :8000
 	$(CLV) migrate
 	$(CLV) generate-demo --customers $(DEMO_CUSTOMERS) --if-empty
-	@echo "API on http://$(HOST):$(PORT)  (OpenAPI page: http://$(HOST):$(PORT)/docs)"
+	@KEY=$$($(CLV) keys ensure-local --file var/local-api-key); \
+	  CUSTOMER=$$(sqlite3 var/clv.db "select external_id from customers where id = (select customer_id from events where type = 'order' limit 1)" 2>/dev/null || echo demo-s7-c0000001); \
+	  echo ""; \
+	  echo "API on http://$(HOST):$(PORT)   OpenAPI page: http://$(HOST):$(PORT)/docs (Authorize with the key)"; \
+	  echo "Local API key (all scopes, kept in var/local-api-key): $$KEY"; \
+	  echo ""; \
+	  echo "  export KEY=$$KEY"; \
+	  echo "  curl -s -H \"Authorization: Bearer \$$KEY\" http://$(HOST):$(PORT)/v1/customers/$$CUSTOMER/prediction?explain=true"; \
+	  echo "  curl -s -H \"Authorization: Bearer \$$KEY\" -H 'content-type: application/json' -X POST 'http://$(HOST):$(PORT)/v1/events?score=true' \\"; \
+	  NOW=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
+	  echo "       -d '{\"event_id\": \"ord-1001\", \"customer_id\": \"cust-42\", \"type\": \"order\", \"occurred_at\": \"$$NOW\", \"amount\": \"59.90\", \"currency\": \"USD\"}'"; \
+	  echo ""
 	$(CLV) serve --host $(HOST) --port $(PORT)
 
 postgres:  ## make sure the local Postgres answers on 127.0.0.1:5432 (start it if it is down)

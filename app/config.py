@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         description="CLV percentiles (of the model's predictions) starting the top, high and "
         "medium tiers; below the last is low.",
     )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Turn API key checks off (logged as CRITICAL at startup). Never in production.",
+    )
+    metrics_require_key: bool = Field(
+        default=False, description="Require an `admin` key on /metrics."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Level of the JSON logs (and of uvicorn's own loggers)."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app import __version__
+from app.auth.verifier import KeyVerifier
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
 from app.db import create_async_db_engine, create_read_pool, session_factory
@@ -26,11 +28,15 @@ from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
 
+logger = logging.getLogger(__name__)
+
 DESCRIPTION = """
 Customer lifetime value (CLV) and churn probability, per customer, from the shop's event stream.
 
-Send events (`POST /v1/events`), keep profiles (`PUT /v1/customers/{id}`), read them back.
-Errors are RFC 9457 `application/problem+json` documents naming the offending field.
+Send events (`POST /v1/events`), keep profiles (`PUT /v1/customers/{id}`), read predictions
+(`GET /v1/customers/{id}/prediction`). Every `/v1` route needs `Authorization: Bearer <key>` (keys
+from `clv keys create`, with scopes; use the Authorize button). Errors are RFC 9457
+`application/problem+json` documents naming the offending field.
 """
 
 
@@ -48,6 +54,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.read_pool = await create_read_pool(settings)
+        app.state.keys = KeyVerifier(engine, app.state.read_pool, settings.database_url)
+        await app.state.keys.start()
+        if settings.auth_disabled:
+            logger.critical(
+                "AUTHENTICATION IS DISABLED (CLV_AUTH_DISABLED=true): every /v1 route is open to "
+                "anyone who can reach this port, erasure and model reload included"
+            )
         # A missing or mismatched artifact leaves the worker alive but not ready (see /readyz).
         await asyncio.to_thread(registry.load_initial)
         app.state.registry = registry
@@ -67,6 +80,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in background:
             task.cancel()
+        keys = getattr(app.state, "keys", None)
+        if keys is not None:
+            await keys.stop()
         read_pool = getattr(app.state, "read_pool", None)
         if read_pool is not None:
             await read_pool.close()

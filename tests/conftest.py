@@ -22,6 +22,24 @@ ADMIN_URL = os.environ.get("CLV_TEST_POSTGRES_URL", "postgresql://postgres@127.0
 CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 
 
+def api_key(database_url: str, scopes: str = "all", name: str = "test") -> str:
+    """A real API key stored in that database (the test suite authenticates like a client)."""
+    from app.auth.keys import parse_scopes
+    from app.auth.repository import create_key
+    from app.db import create_sync_engine
+
+    engine = create_sync_engine(Settings(database_url=database_url))
+    with engine.begin() as connection:
+        key = create_key(connection, name, parse_scopes(scopes))
+    engine.dispose()
+    return key.secret
+
+
+def bearer(database_url: str, scopes: str = "all") -> dict[str, str]:
+    """An Authorization header with a fresh key for that database."""
+    return {"Authorization": f"Bearer {api_key(database_url, scopes)}"}
+
+
 def create_database(prefix: str) -> str:
     """Create an empty database of our own on the test server; returns its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -99,7 +117,9 @@ def settings(postgres_url: str, model_dir: Path) -> Iterator[Settings]:
     yield Settings(database_url=postgres_url, model_dir=model_dir, model_poll_seconds=0)
     engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     with engine.begin() as connection:
-        connection.execute(text("TRUNCATE customers, events, scores, score_runs RESTART IDENTITY"))
+        connection.execute(
+            text("TRUNCATE customers, events, scores, score_runs, api_keys RESTART IDENTITY")
+        )
     engine.dispose()
 
 
@@ -117,7 +137,10 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://clv.test") as client:
+        headers = bearer(settings.database_url)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://clv.test", headers=headers
+        ) as client:
             yield client
 
 

@@ -18,9 +18,14 @@ from app.config import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def server_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `clv serve` use these settings' database and model."""
+def server_env(settings: Settings, auth: bool = False) -> dict[str, str]:
+    """The environment that makes `clv serve` use these settings' database and model.
+
+    Without `auth`, the server runs with CLV_AUTH_DISABLED (for tests about something else);
+    tests of the real client path pass `auth=True` and send keys.
+    """
     return {
+        "CLV_AUTH_DISABLED": "false" if auth else "true",
         "CLV_DATABASE_URL": settings.database_url,
         "CLV_MODEL_DIR": str(settings.model_dir),
         "CLV_MODEL_POLL_SECONDS": str(settings.model_poll_seconds),

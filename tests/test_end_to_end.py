@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, func, select
 from app.config import Settings
 from app.db import sync_url
 from app.events.models import Event
-from tests.conftest import create_database, drop_database
+from tests.conftest import bearer, create_database, drop_database
 from tests.factories import event
 from tests.server import ROOT, running_server, server_env
 
@@ -23,13 +23,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_post_an_order_and_read_it_back(settings: Settings) -> None:
-    with running_server(server_env(settings)) as base:
+    with running_server(server_env(settings, auth=True)) as base:
+        http = httpx.Client(base_url=base, headers=bearer(settings.database_url))
         order = event("order", customer_id="e2e-1", amount="42.00")
-        created = httpx.post(f"{base}/v1/events", json=order)
+        assert httpx.post(f"{base}/v1/events", json=order).status_code == 401  # no key, no entry
+        created = http.post("/v1/events", json=order)
         assert created.status_code == 201, created.text
-        customer = httpx.get(f"{base}/v1/customers/e2e-1").json()
+        customer = http.get("/v1/customers/e2e-1").json()
         assert customer["summary"]["net_revenue"] == "42.00"
-        events = httpx.get(f"{base}/v1/customers/e2e-1/events").json()["items"]
+        events = http.get("/v1/customers/e2e-1/events").json()["items"]
         assert [e["event_id"] for e in events] == [order["event_id"]]
         docs = httpx.get(f"{base}/docs")
         assert docs.status_code == 200
@@ -73,9 +75,11 @@ def test_concurrent_overlapping_batches_store_each_distinct_event_exactly_once(
     leftovers = [e for e in distinct if e["event_id"] not in sent]
     plans[0].extend(leftovers)
 
+    headers = bearer(settings.database_url, "events:write")
+
     async def client(base: str, plan: list[dict[str, object]]) -> list[str]:
         statuses = []
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as http:
             for start in range(0, len(plan), 500):
                 response = await http.post(
                     "/v1/events/batch", json={"events": plan[start : start + 500]}
@@ -87,7 +91,7 @@ def test_concurrent_overlapping_batches_store_each_distinct_event_exactly_once(
     async def run(base: str) -> list[list[str]]:
         return await asyncio.gather(*(client(base, plan) for plan in plans))
 
-    with running_server(server_env(settings), "--workers", "2") as base:
+    with running_server(server_env(settings, auth=True), "--workers", "2") as base:
         results = asyncio.run(run(base))
 
     flat = [s for r in results for s in r]

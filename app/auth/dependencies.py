@@ -47,7 +47,8 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
         if principal is None:
             # Deliberately the same answer for unknown, malformed, wrong and revoked keys.
             raise Unauthorized(
-                "the API key is not valid", headers={"WWW-Authenticate": 'Bearer realm="clv", error="invalid_token"'}
+                "the API key is not valid",
+                headers={"WWW-Authenticate": 'Bearer realm="clv", error="invalid_token"'},
             )
         missing = sorted(s.value for s in set(scopes) - principal.scopes)
         if missing:
@@ -56,6 +57,12 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+def require_scope(principal: Principal, scope: Scope) -> None:
+    """Forbidden unless the principal also holds `scope` (for options that widen an operation)."""
+    if scope not in principal.scopes:
+        raise Forbidden(f"this operation needs the scope(s): {scope.value}")
 
 
 EventsWriter = Annotated[Principal, Depends(require(Scope.events_write))]

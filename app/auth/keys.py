@@ -57,7 +57,10 @@ _DUMMY_HASH = hash_key("clv_0000000000_" + "0" * 43)
 
 def verify(secret: str, stored_hash: str | None) -> bool:
     """Constant-time comparison; an unknown key costs the same as a wrong one."""
-    return hmac.compare_digest(hash_key(secret), stored_hash or _DUMMY_HASH) and stored_hash is not None
+    return (
+        hmac.compare_digest(hash_key(secret), stored_hash or _DUMMY_HASH)
+        and stored_hash is not None
+    )
 
 
 def parse_scopes(text: str) -> frozenset[Scope]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, func, insert, or_, select, text, update
+from sqlalchemy import Connection, Row, func, insert, or_, select, text, update
 
 from app.auth.keys import NewKey, Scope, generate_key
 from app.auth.models import ApiKey
@@ -22,24 +23,33 @@ def create_key(connection: Connection, name: str, scopes: Iterable[Scope]) -> Ne
     key = generate_key()
     connection.execute(
         insert(ApiKey).values(
-            name=name, prefix=key.prefix, key_hash=key.key_hash, scopes=" ".join(sorted(s.value for s in scopes))
+            name=name,
+            prefix=key.prefix,
+            key_hash=key.key_hash,
+            scopes=" ".join(sorted(s.value for s in scopes)),
         )
     )
     _notify(connection)
     return key
 
 
-def list_keys(connection: Connection) -> list[ApiKey]:
-    """All keys, newest first (hashes included; callers print only public fields)."""
-    return list(connection.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars())
+def list_keys(
+    connection: Connection,
+) -> list[Row[tuple[str, str, str, dt.datetime, dt.datetime | None]]]:
+    """Public fields of all keys, newest first: prefix, name, scopes, created_at, revoked_at."""
+    query = select(ApiKey.prefix, ApiKey.name, ApiKey.scopes, ApiKey.created_at, ApiKey.revoked_at)
+    return list(connection.execute(query.order_by(ApiKey.id.desc())))
 
 
 def revoke_keys(connection: Connection, name_or_prefix: str) -> int:
     """Revoke active keys whose prefix or name matches; returns how many."""
     result = connection.execute(
         update(ApiKey)
-        .where(or_(ApiKey.prefix == name_or_prefix, ApiKey.name == name_or_prefix), ApiKey.revoked_at.is_(None))
+        .where(
+            or_(ApiKey.prefix == name_or_prefix, ApiKey.name == name_or_prefix),
+            ApiKey.revoked_at.is_(None),
+        )
         .values(revoked_at=func.now())
     )
     _notify(connection)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)

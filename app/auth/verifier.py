@@ -48,7 +48,9 @@ class _Row:
 class KeyVerifier:
     """Resolves a presented key to a Principal, or None."""
 
-    def __init__(self, engine: AsyncEngine, read_pool: asyncpg.Pool | None, database_url: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, read_pool: asyncpg.Pool | None, database_url: str
+    ) -> None:
         self.engine = engine
         self.read_pool = read_pool
         self.database_url = database_url
@@ -77,12 +79,16 @@ class KeyVerifier:
         self._cache.clear()
 
     async def _listen_forever(self) -> None:
-        url = make_url(self.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        url = (
+            make_url(self.database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
         while True:
             lost = asyncio.Event()
             try:
                 connection = await asyncpg.connect(url, timeout=5)
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._invalidate)
                 self._listener = connection
                 self._invalidate()
@@ -91,7 +97,9 @@ class KeyVerifier:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down: read the table on every request meanwhile
-                logger.warning("api key listener unavailable (%s); not caching keys", type(exc).__name__)
+                logger.warning(
+                    "api key listener unavailable (%s); not caching keys", type(exc).__name__
+                )
             finally:
                 self._cache_on = False
                 self._invalidate()
@@ -104,13 +112,17 @@ class KeyVerifier:
                     "SELECT id, name, key_hash, scopes, revoked_at IS NOT NULL FROM api_keys WHERE prefix = $1",
                     prefix,
                 )
-            return None if record is None else _Row(record[0], record[1], record[2], record[3], record[4])
+            return (
+                None
+                if record is None
+                else _Row(record[0], record[1], record[2], record[3], record[4])
+            )
         async with self.engine.connect() as connection:
             row = (
                 await connection.execute(
-                    select(ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.scopes, ApiKey.revoked_at).where(
-                        ApiKey.prefix == prefix
-                    )
+                    select(
+                        ApiKey.id, ApiKey.name, ApiKey.key_hash, ApiKey.scopes, ApiKey.revoked_at
+                    ).where(ApiKey.prefix == prefix)
                 )
             ).first()
         return None if row is None else _Row(row[0], row[1], row[2], row[3], row[4] is not None)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 
+from app.auth.dependencies import CustomerEraser, EventsWriter, PredictionsReader
 from app.config import SettingsDep
 from app.customers.schemas import PROFILE_EXAMPLE, CustomerOut, CustomerProfileIn, ErasureOut
 from app.customers.service import CustomerService
@@ -22,11 +23,12 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
     response_model=CustomerOut,
     responses={
         201: {"model": CustomerOut, "description": "Created."},
-        **problem_responses(413, 422),
+        **problem_responses(401, 403, 413, 422),
     },
     summary="Create or replace a customer profile",
 )
 async def put_customer(
+    _auth: EventsWriter,
     customer_id: CustomerIdPath,
     session: SessionDep,
     settings: SettingsDep,
@@ -45,11 +47,14 @@ async def put_customer(
 @router.get(
     "/{customer_id}",
     response_model=CustomerOut,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Read a customer",
 )
 async def get_customer(
-    customer_id: CustomerIdPath, session: SessionDep, settings: SettingsDep
+    _auth: PredictionsReader,
+    customer_id: CustomerIdPath,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> CustomerOut:
     """The profile plus a summary of the event history: first/last event, orders, net revenue."""
     return await CustomerService(session, settings).read(customer_id)
@@ -58,10 +63,11 @@ async def get_customer(
 @router.get(
     "/{customer_id}/events",
     response_model=EventPage,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="List a customer's events",
 )
 async def list_customer_events(
+    _auth: PredictionsReader,
     customer_id: CustomerIdPath,
     session: SessionDep,
     settings: SettingsDep,
@@ -77,11 +83,11 @@ async def list_customer_events(
 @router.delete(
     "/{customer_id}",
     response_model=ErasureOut,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Erase a customer",
 )
 async def erase_customer(
-    customer_id: CustomerIdPath, session: SessionDep, settings: SettingsDep
+    _auth: CustomerEraser, customer_id: CustomerIdPath, session: SessionDep, settings: SettingsDep
 ) -> ErasureOut:
     """Erasure (GDPR art. 17): delete the customer and every row about them; returns the counts."""
     return await CustomerService(session, settings).erase(customer_id)

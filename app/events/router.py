@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
+from app.auth.dependencies import EventsWriter, require_scope
+from app.auth.keys import Scope
 from app.config import SettingsDep
 from app.db import SessionDep
 from app.errors import problem_responses
@@ -38,11 +40,12 @@ ScoreQuery = Annotated[
     response_model_exclude_none=True,
     responses={
         200: {"model": EventAck, "description": "This exact event was stored before (duplicate)."},
-        **problem_responses(409, 413, 422),
+        **problem_responses(401, 403, 409, 413, 422),
     },
     summary="Ingest one event",
 )
 async def post_event(
+    principal: EventsWriter,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -60,6 +63,8 @@ async def post_event(
     score: ScoreQuery = False,
 ) -> EventAck:
     """Store one event. Idempotent on `event_id`: 201 first time, 200 for the same event again, 409 when the id is reused with different content. With `score=true` the answer carries the customer's prediction."""
+    if score:
+        require_scope(principal, Scope.predictions_read)
     stored = await EventService(session, settings).ingest_one(event)
     if stored.status == "duplicate":
         response.status_code = status.HTTP_200_OK
@@ -81,10 +86,11 @@ async def post_event(
     "/batch",
     response_model=EventBatchResult,
     response_model_exclude_none=True,
-    responses=problem_responses(413, 422),
+    responses=problem_responses(401, 403, 413, 422),
     summary="Ingest a batch of events",
 )
 async def post_event_batch(
+    principal: EventsWriter,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -106,6 +112,8 @@ async def post_event_batch(
     score: ScoreQuery = False,
 ) -> EventBatchResult:
     """Store up to `CLV_MAX_BATCH_EVENTS` events in one transaction; each item is created, duplicate or rejected on its own. With `score=true`, predictions for the customers of the stored items."""
+    if score:
+        require_scope(principal, Scope.predictions_read)
     result = await EventService(session, settings).ingest_batch(batch.events)
     if score:
         registry: ModelRegistry = request.app.state.registry

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from app.auth.dependencies import PredictionsReader
 from app.db import ReaderDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
 from app.features.definitions import FEATURES, fingerprint, parse_as_of
@@ -45,11 +46,14 @@ def resolve_as_of(value: str | None, pointer: str = "#query/as_of") -> dt.dateti
 @router.get(
     "/{customer_id}/features",
     response_model=FeatureVectorOut,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Read a customer's feature vector",
 )
 async def get_features(
-    customer_id: CustomerIdPath, session: ReaderDep, as_of: AsOfQuery = None
+    _auth: PredictionsReader,
+    customer_id: CustomerIdPath,
+    session: ReaderDep,
+    as_of: AsOfQuery = None,
 ) -> FeatureVectorOut:
     """The model inputs for this customer as of `as_of`, with names and plain-words descriptions."""
     moment = resolve_as_of(as_of)

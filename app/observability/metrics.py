@@ -280,7 +280,19 @@ def exposition() -> bytes:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Prometheus scrape endpoint."""
+    """Prometheus scrape endpoint (an `admin` key required when CLV_METRICS_REQUIRE_KEY is set)."""
+    if request.app.state.settings.metrics_require_key:
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        from app.auth.dependencies import bearer, require
+        from app.auth.keys import Scope
+        from app.errors import AppError, problem_response
+
+        credentials: HTTPAuthorizationCredentials | None = await bearer(request)
+        try:
+            await require(Scope.admin)(request, credentials)
+        except AppError as exc:
+            return problem_response(exc.problem(request.url.path), exc.headers)
     refresh_worker_gauges(request.app.state)
     # Merging the workers' files reads them all: keep that off the event loop.
     body = await asyncio.to_thread(exposition) if MULTIPROCESS else exposition()

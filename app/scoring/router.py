@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
+from app.auth.dependencies import Admin, PredictionsReader
 from app.config import SettingsDep
 from app.db import ReaderDep, SessionDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
@@ -48,10 +49,11 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
     "/v1/customers/{customer_id}/prediction",
     response_model=PredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(404, 422, 503),
+    responses=problem_responses(401, 403, 404, 422, 503),
     summary="Predict CLV and churn for a customer",
 )
 async def get_prediction(
+    _auth: PredictionsReader,
     customer_id: CustomerIdPath,
     session: ReaderDep,
     settings: SettingsDep,
@@ -71,10 +73,11 @@ async def get_prediction(
     "/v1/predictions/batch",
     response_model=BatchPredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(413, 422, 503),
+    responses=problem_responses(401, 403, 413, 422, 503),
     summary="Predict for many customers at once",
 )
 async def post_prediction_batch(
+    _auth: PredictionsReader,
     session: ReaderDep,
     settings: SettingsDep,
     model: ModelDep,
@@ -112,10 +115,10 @@ async def post_prediction_batch(
 @router.get(
     "/v1/model",
     response_model=ModelOut,
-    responses=problem_responses(503),
+    responses=problem_responses(401, 403, 503),
     summary="The serving model",
 )
-async def get_model(model: ModelDep) -> ModelOut:
+async def get_model(_auth: PredictionsReader, model: ModelDep) -> ModelOut:
     """The active model's manifest: version, horizons, features, training metrics and baselines."""
     return ModelOut(
         version=model.version,
@@ -128,10 +131,10 @@ async def get_model(model: ModelDep) -> ModelOut:
 @router.post(
     "/v1/admin/model/reload",
     response_model=ModelOut,
-    responses=problem_responses(409, 503),
+    responses=problem_responses(401, 403, 409, 503),
     summary="Reload models/current",
 )
-async def reload_model(registry: RegistryDep) -> ModelOut:
+async def reload_model(_auth: Admin, registry: RegistryDep) -> ModelOut:
     """Load the artifact `current` points at, validate it and swap it in; a refused artifact leaves the old model serving (409)."""
     model = await registry.reload()
     return ModelOut(
@@ -145,10 +148,11 @@ async def reload_model(registry: RegistryDep) -> ModelOut:
 @router.get(
     "/v1/segments/{lifecycle_stage}",
     response_model=SegmentPage,
-    responses=problem_responses(404, 422),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Export a segment",
 )
 async def get_segment(
+    _auth: Admin,
     lifecycle_stage: LifecycleStage,
     session: SessionDep,
     value_tier: Annotated[ValueTier | None, Query(description="Only this value tier.")] = None,

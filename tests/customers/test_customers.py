@@ -124,7 +124,10 @@ async def test_erasure_removes_everything_and_reports_counts(client: httpx.Async
     await client.post("/v1/events", json=event("order", customer_id="other"))
     erased = await client.delete("/v1/customers/gina")
     assert erased.status_code == 200
-    assert erased.json() == {"customer_id": "gina", "deleted": {"customers": 1, "events": 4, "scores": 0}}
+    assert erased.json() == {
+        "customer_id": "gina",
+        "deleted": {"customers": 1, "events": 4, "scores": 0},
+    }
     assert (await client.get("/v1/customers/gina")).status_code == 404
     assert (await client.delete("/v1/customers/gina")).status_code == 404
     assert (await client.get("/v1/customers/other")).json()["summary"]["order_count"] == 1

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine, func, select, text
 from app.config import Settings
 from app.db import sync_url
 from app.events.models import Event
+from tests.conftest import bearer
 from tests.factories import event
 
 
@@ -129,7 +130,10 @@ async def test_batch_size_limit(settings: Settings) -> None:
     app = create_app(tiny)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as limited:
+        headers = bearer(settings.database_url)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t", headers=headers
+        ) as limited:
             over = await limited.post(
                 "/v1/events/batch", json={"events": [event("search") for _ in range(6)]}
             )

@@ -62,7 +62,7 @@ def started_workers(server: Server) -> set[int]:
 
 
 def test_batch_commands_run_through_the_entrypoint(database: str, tmp_path: Path) -> None:
-    env = {"CLV_DATABASE_URL": database}
+    env = {"CLV_DATABASE_URL": database, "CLV_AUTH_DISABLED": "true"}
     wide = {**env, "COLUMNS": "200"}  # rich would cut the option table at 80 columns
     with ThreadPoolExecutor(2) as pool:
         helps = dict(
@@ -102,7 +102,7 @@ def test_batch_commands_run_through_the_entrypoint(database: str, tmp_path: Path
 def test_serve_through_the_entrypoint_with_two_workers(
     database: str, model_dir: Path, tmp_path: Path
 ) -> None:
-    env = {"CLV_DATABASE_URL": database}
+    env = {"CLV_DATABASE_URL": database, "CLV_AUTH_DISABLED": "true"}
     readyz: Counter[int] = Counter()
     serve_env = {
         **env,

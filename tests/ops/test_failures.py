@@ -69,6 +69,7 @@ def env_for(url: str, model_dir: Path, **extra: str) -> dict[str, str]:
         "CLV_MODEL_DIR": str(model_dir),
         "CLV_MODEL_POLL_SECONDS": "0",
         "CLV_LOG_LEVEL": "info",
+        "CLV_AUTH_DISABLED": "true",  # these tests are about failures, not keys
         "CLV_DB_CONNECT_TIMEOUT_SECONDS": str(CONNECT_TIMEOUT),
         **extra,
     }

@@ -24,6 +24,7 @@ from app.db import sync_url
 from app.main import create_app
 from app.observability import metrics
 from app.observability.logs import JsonFormatter
+from tests.conftest import bearer
 from tests.factories import event
 from tests.server import ROOT
 
@@ -70,7 +71,11 @@ async def crashing(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient
     app.add_api_route("/disk", _disk_error)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://clv.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://clv.test",
+            headers=bearer(sqlite_settings.database_url),
+        ) as client:
             yield client
 
 
@@ -217,7 +222,11 @@ async def test_readyz_says_so_when_the_schema_is_behind_head(sqlite_settings: Se
     engine = create_engine(sync_url(sqlite_settings.database_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://clv.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://clv.test",
+            headers=bearer(sqlite_settings.database_url),
+        ) as client:
             assert (await client.get("/readyz")).status_code == 200
             with engine.begin() as connection:
                 head = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

@@ -29,6 +29,7 @@ from app.features.repository import FeatureMatrix, offline_features
 from app.main import create_app
 from app.scoring.predictor import calibrate
 from app.training.export import onnx_churn, onnx_clv, onnx_session
+from tests.conftest import bearer
 
 DEMO_END = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 #: The instant most tests score at: the end of the demo history's last day.
@@ -110,7 +111,10 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://clv.test") as client:
+        headers = bearer(settings.database_url)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://clv.test", headers=headers
+        ) as client:
             yield client
 
 
