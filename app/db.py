@@ -129,7 +129,7 @@ def create_async_db_engine(settings: Settings) -> AsyncEngine:
     url = async_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         _prepare_sqlite_file(url)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     server_settings = {"application_name": "clv-service"}
@@ -153,6 +153,9 @@ def create_async_db_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=settings.db_pool_pre_ping,
         pool_timeout=settings.db_connect_timeout_seconds,
         connect_args=connect_args,
+        # A failed statement's error (logged with its stack) would otherwise quote the bound
+        # parameters: event properties, profile attributes, ids.
+        hide_parameters=True,
     )
 
 

@@ -204,7 +204,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # The route template, never the raw path: paths carry customer ids, which stay out of logs.
+    route = getattr(request.scope.get("route"), "path", "<unmatched>")
+    logger.exception("unhandled error on %s %s", request.method, route, exc_info=exc)
     return problem_response(AppError().problem(request.url.path))
 
 

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
     response_model=CustomerOut,
     responses={
         201: {"model": CustomerOut, "description": "Created."},
-        **problem_responses(401, 403, 413, 422),
+        **problem_responses(400, 401, 403, 413, 422),
     },
     summary="Create or replace a customer profile",
 )

@@ -9,7 +9,10 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$", strict=True)]
-Channel = Annotated[str, StringConstraints(min_length=1, max_length=64, strict=True)]
+# No NUL: Postgres text cannot hold it (the insert would fail as a 500).
+Channel = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00]+$", strict=True)
+]
 
 PROFILE_EXAMPLE: dict[str, Any] = {
     "signup_at": "2026-01-15T10:00:00Z",

@@ -14,7 +14,7 @@ from app.customers.repository import CustomerRepository
 from app.customers.schemas import CustomerOut, CustomerProfileIn, CustomerSummary, ErasureOut
 from app.errors import FieldError, InvalidInput, NotFound
 from app.events.repository import EventRepository
-from app.events.schemas import EventPage, canonical_json, json_depth
+from app.events.schemas import EventPage, canonical_json, json_document_problem
 from app.events.service import to_out
 
 
@@ -39,20 +39,20 @@ class CustomerService:
 
     async def put(self, external_id: str, profile: CustomerProfileIn) -> tuple[CustomerOut, bool]:
         """Create or replace the profile; returns it and whether it was created."""
-        size = len(canonical_json(profile.attributes).encode())
-        problem = None
-        if size > self.settings.max_properties_bytes:
-            problem = (
-                f"is {size} bytes serialized; the limit is {self.settings.max_properties_bytes}"
-            )
-        elif json_depth(profile.attributes) > self.settings.max_properties_depth:
-            problem = f"nests deeper than {self.settings.max_properties_depth} levels"
+        # Depth and content first: serializing a pathological document could itself fail.
+        problem = json_document_problem(profile.attributes, self.settings.max_properties_depth)
+        if problem is None:
+            size = len(canonical_json(profile.attributes).encode())
+            if size > self.settings.max_properties_bytes:
+                limit = self.settings.max_properties_bytes
+                problem = (f"is {size} bytes serialized; the limit is {limit}", "too_large")
         if problem:
+            message, code = problem
             raise InvalidInput(
                 "invalid field(s): attributes",
                 errors=[
                     FieldError(
-                        field="attributes", pointer="/attributes", message=problem, code="too_large"
+                        field="attributes", pointer="/attributes", message=message, code=code
                     )
                 ],
             )

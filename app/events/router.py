@@ -40,7 +40,7 @@ ScoreQuery = Annotated[
     response_model_exclude_none=True,
     responses={
         200: {"model": EventAck, "description": "This exact event was stored before (duplicate)."},
-        **problem_responses(401, 403, 409, 413, 422),
+        **problem_responses(400, 401, 403, 409, 413, 422),
     },
     summary="Ingest one event",
 )
@@ -86,7 +86,7 @@ async def post_event(
     "/batch",
     response_model=EventBatchResult,
     response_model_exclude_none=True,
-    responses=problem_responses(401, 403, 413, 422),
+    responses=problem_responses(400, 401, 403, 413, 422),
     summary="Ingest a batch of events",
 )
 async def post_event_batch(

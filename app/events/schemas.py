@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -69,13 +70,48 @@ Amount = Annotated[
 ]
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value (a scalar is 0, `{}` is 1)."""
-    if isinstance(value, dict):
-        return 1 + max((json_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((json_depth(v) for v in value), default=0)
-    return 0
+def json_document_problem(value: Any, max_depth: int) -> tuple[str, str] | None:
+    """(message, code) when a free-form JSON value cannot be stored as is, else None.
+
+    Postgres text and jsonb hold no NUL character, UTF-8 has no unpaired surrogate and jsonb no
+    NaN or Infinity (Python's JSON parser lets all of them through), so such values would fail
+    in the database as 500s; depth is checked here too, iteratively, before anything recursive
+    (serializing, measuring) could blow the stack on a deeply nested document.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth + 1 > max_depth:
+                return f"nests deeper than {max_depth} levels", "too_deep"
+            if isinstance(node, dict):
+                if any(_unstorable_text(key) for key in node):
+                    return _TEXT_PROBLEM
+                stack.extend((child, depth + 1) for child in node.values())
+            else:
+                stack.extend((child, depth + 1) for child in node)
+        elif isinstance(node, str):
+            if _unstorable_text(node):
+                return _TEXT_PROBLEM
+        elif isinstance(node, float) and not math.isfinite(node):
+            return "holds a number that is not finite (NaN or Infinity)", "not_finite"
+    return None
+
+
+_TEXT_PROBLEM = (
+    "holds text with a NUL character or an unpaired surrogate, which cannot be stored",
+    "invalid_text",
+)
+
+
+def _unstorable_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def canonical_json(value: Any) -> str:
@@ -187,10 +223,11 @@ class EventOut(BaseModel):
     customer_id: str
     type: EventType
     occurred_at: dt.datetime
-    amount: Decimal | None = Field(description='Decimal string, e.g. "59.90".')
-    currency: str | None
-    order_id: str | None
-    properties: dict[str, Any] | None
+    # Defaults make these optional in the response schema: POST /v1/events omits nulls.
+    amount: Decimal | None = Field(default=None, description='Decimal string, e.g. "59.90".')
+    currency: str | None = None
+    order_id: str | None = None
+    properties: dict[str, Any] | None = None
     received_at: dt.datetime
 
 
@@ -238,7 +275,9 @@ class BatchItemResult(BaseModel):
     """Outcome of one batch item, by its position in the request."""
 
     index: int
-    event_id: str | None
+    event_id: str | None = Field(
+        default=None, description="Absent when the item carried no string `event_id`."
+    )
     status: Literal["created", "duplicate", "rejected"]
     error: ItemError | None = None
 

@@ -23,7 +23,7 @@ from app.events.schemas import (
     EventOut,
     ItemError,
     canonical_json,
-    json_depth,
+    json_document_problem,
 )
 from app.observability import metrics
 
@@ -54,18 +54,16 @@ def policy_errors(event: EventIn, settings: Settings, now: dt.datetime) -> list[
             "too_far_in_future",
         )
     if event.properties is not None:
-        size = len(canonical_json(event.properties).encode())
-        if size > settings.max_properties_bytes:
+        # Depth and content first: serializing a pathological document could itself fail.
+        problem = json_document_problem(event.properties, settings.max_properties_depth)
+        size = 0 if problem else len(canonical_json(event.properties).encode())
+        if problem:
+            add("properties", *problem)
+        elif size > settings.max_properties_bytes:
             add(
                 "properties",
                 f"is {size} bytes serialized; the limit is {settings.max_properties_bytes}",
                 "too_large",
-            )
-        elif json_depth(event.properties) > settings.max_properties_depth:
-            add(
-                "properties",
-                f"nests deeper than {settings.max_properties_depth} levels",
-                "too_deep",
             )
     return errors
 

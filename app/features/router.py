@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from app.auth.dependencies import PredictionsReader
 from app.db import ReaderDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
+from app.events.schemas import EARLIEST_OCCURRED_AT
 from app.features.definitions import FEATURES, fingerprint, parse_as_of
 from app.features.repository import FeatureRepository
 from app.features.schemas import FeatureValue, FeatureVectorOut
@@ -33,14 +34,19 @@ def resolve_as_of(value: str | None, pointer: str = "#query/as_of") -> dt.dateti
     if value is None:
         return dt.datetime.now(dt.UTC)
     try:
-        return parse_as_of(value)
-    except ValueError as exc:
+        moment = parse_as_of(value)
+        # Nothing happened before the earliest event; the feature windows reach a year back,
+        # which would overflow datetime near year 1 (a 500).
+        if moment < EARLIEST_OCCURRED_AT:
+            raise ValueError(f"as_of must not be before {EARLIEST_OCCURRED_AT.isoformat()}")
+    except (ValueError, OverflowError) as exc:  # OverflowError: offsets at year 1 or 9999
         raise InvalidInput(
             "invalid field(s): as_of",
             errors=[
                 FieldError(field="as_of", pointer=pointer, message=str(exc), code="invalid_as_of")
             ],
         ) from exc
+    return moment
 
 
 @router.get(

@@ -73,7 +73,7 @@ async def get_prediction(
     "/v1/predictions/batch",
     response_model=BatchPredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(401, 403, 413, 422, 503),
+    responses=problem_responses(400, 401, 403, 413, 422, 503),
     summary="Predict for many customers at once",
 )
 async def post_prediction_batch(
