@@ -10,20 +10,26 @@ Baselines measured in the same run:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-import httpx
 from sqlalchemy import create_engine, text
 
+from app.auth.keys import ALL_SCOPES
+from app.auth.repository import create_key
 from app.config import Settings
 from app.db import create_sync_engine, sync_url
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader, CustomerColumns, EventColumns
 from app.events.transactions import read_cdnow
-from bench.common import CDNOW, fresh_database, header, percentile, write_section
+from bench.common import CDNOW, fresh_database, header, write_section
 from tests.server import running_server
 
 
@@ -112,35 +118,41 @@ def demo_payloads(count: int, batch: bool) -> list[dict[str, object]]:
     return out
 
 
-async def drive(
-    base: str, bodies: list[dict[str, object]], *, batch_size: int, concurrency: int
-) -> tuple[float, list[float]]:
-    """Post bodies (singly or in batches) from `concurrency` clients; (seconds, request latencies)."""
-    requests: list[dict[str, object]] = (
-        [{"events": bodies[i : i + batch_size]} for i in range(0, len(bodies), batch_size)]
-        if batch_size > 1
-        else bodies
+def loadgen(
+    base: str,
+    key: str,
+    requests: list[dict[str, Any]],
+    path: Path,
+    connections: int,
+    duration: float,
+) -> dict[str, Any]:
+    """Send `requests` (each once, in order) through bench.loadgen; events created per second."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    command = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--url",
+        base,
+        "--requests",
+        str(path),
+        "--once",
+        "--connections",
+        str(connections),
+        "--duration",
+        str(max(duration, 1.0)),
+        "--warmup",
+        "0",
+        "--header",
+        f"Authorization: Bearer {key}",
+    ]
+    summary: dict[str, Any] = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout
     )
-    path = "/v1/events/batch" if batch_size > 1 else "/v1/events"
-    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-    for r in requests:
-        queue.put_nowait(r)
-    latencies: list[float] = []
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            body = queue.get_nowait()
-            t0 = time.perf_counter()
-            response = await client.post(path, json=body)
-            latencies.append(time.perf_counter() - t0)
-            if response.status_code not in (200, 201):
-                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies
+    if summary["errors"] or set(summary["statuses"]) - {"200", "201"}:
+        raise SystemExit(f"ingestion load failed: {summary}")
+    events = sum(len(r["body"]["events"]) if "events" in r["body"] else 1 for r in requests)
+    return {**summary, "events": events, "created_per_s": events / summary["seconds"]}
 
 
 def main() -> None:
@@ -203,24 +215,46 @@ def main() -> None:
         "",
     ]
 
-    # 3. HTTP ingestion against a real uvicorn worker.
-    with (
-        fresh_database() as url,
-        running_server({"CLV_DATABASE_URL": url, "CLV_LOG_LEVEL": "warning"}) as base,
-    ):
-        batch_bodies = demo_payloads(args.api_events, batch=True)
-        single_bodies = demo_payloads(args.api_events // 10, batch=False)
-        batch_s, batch_lat = asyncio.run(drive(base, batch_bodies, batch_size=1000, concurrency=4))
-        single_s, single_lat = asyncio.run(drive(base, single_bodies, batch_size=1, concurrency=16))
-    batch_rate = len(batch_bodies) / batch_s
-    single_rate = len(single_bodies) / single_s
+    # 3. HTTP ingestion against a real uvicorn worker, driven by bench.loadgen in its own process.
+    with fresh_database() as url:
+        engine = create_sync_engine(Settings(database_url=url))
+        with engine.begin() as connection:
+            key = create_key(connection, "bench", ALL_SCOPES).secret
+        engine.dispose()
+        env = {"CLV_DATABASE_URL": url + "?sslmode=disable", "CLV_LOG_LEVEL": "warning"}
+        with running_server(env) as base, tempfile.TemporaryDirectory() as work:
+            batch_bodies = demo_payloads(args.api_events, batch=True)
+            single_bodies = demo_payloads(args.api_events // 10, batch=False)
+            batches = [
+                {
+                    "method": "POST",
+                    "path": "/v1/events/batch",
+                    "body": {"events": batch_bodies[i : i + 1000]},
+                }
+                for i in range(0, len(batch_bodies), 1000)
+            ]
+            singles = [{"method": "POST", "path": "/v1/events", "body": b} for b in single_bodies]
+            # Each request is sent once (idempotency would turn repeats into cheap duplicates).
+            batch_run = loadgen(
+                base,
+                key,
+                batches,
+                Path(work) / "batch.jsonl",
+                connections=4,
+                duration=len(batches) / 4,
+            )
+            single_run = loadgen(
+                base, key, singles, Path(work) / "single.jsonl", connections=16, duration=5
+            )
+    batch_rate = batch_run["created_per_s"]
+    single_rate = single_run["created_per_s"]
     lines += [
         "### HTTP ingestion (one uvicorn worker, Postgres, client in another process over loopback)",
         "",
         "| Endpoint | Events | Concurrency | Events/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| `POST /v1/events/batch` (1,000 events/request) | {len(batch_bodies):,} | 4 | {batch_rate:,.0f} | {percentile(batch_lat, 50) * 1000:.0f} | {percentile(batch_lat, 99) * 1000:.0f} |",
-        f"| **Baseline**: `POST /v1/events` (one event/request) | {len(single_bodies):,} | 16 | {single_rate:,.0f} | {percentile(single_lat, 50) * 1000:.1f} | {percentile(single_lat, 99) * 1000:.1f} |",
+        f"| `POST /v1/events/batch` (1,000 events/request) | {batch_run['events']:,} | 4 | {batch_rate:,.0f} | {batch_run['p50_ms']:.0f} | {batch_run['p99_ms']:.0f} |",
+        f"| **Baseline**: `POST /v1/events` (one event/request) | {single_run['events']:,} | 16 | {single_rate:,.0f} | {single_run['p50_ms']:.1f} | {single_run['p99_ms']:.1f} |",
         "",
         f"Batch vs single-event ingestion: **{batch_rate / single_rate:.1f}x** events/s.",
     ]

@@ -28,9 +28,10 @@ class Stats:
     errors: int = 0
 
 
-def encode(request: dict[str, object], host: str) -> bytes:
+def encode(request: dict[str, object], host: str, headers: list[str]) -> bytes:
     body = b"" if request.get("body") is None else json.dumps(request["body"]).encode()
     head = f"{request['method']} {request['path']} HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n"
+    head += "".join(f"{h}\r\n" for h in headers)
     if body:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + body
@@ -43,8 +44,17 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def send(self, payload: bytes) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        if self.writer is not None:
+            try:
+                return await self._exchange(payload)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                # The server closed an idle keep-alive connection: reconnect once, as clients do.
+                self.writer = None
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return await self._exchange(payload)
+
+    async def _exchange(self, payload: bytes) -> int:
+        assert self.writer is not None
         assert self.reader is not None
         self.writer.write(payload)
         status_line = await self.reader.readline()
@@ -71,7 +81,12 @@ class Connection:
 
 
 async def saturate(
-    host: str, port: int, payloads: list[bytes], connections: int, duration: float
+    host: str,
+    port: int,
+    payloads: list[bytes],
+    connections: int,
+    duration: float,
+    once: bool = False,
 ) -> tuple[Stats, float]:
     stats = Stats()
     deadline = time.perf_counter() + duration
@@ -79,8 +94,11 @@ async def saturate(
 
     async def loop() -> None:
         conn = Connection(host, port)
-        while time.perf_counter() < deadline:
-            payload = payloads[next(counter) % len(payloads)]
+        while once or time.perf_counter() < deadline:
+            index = next(counter)
+            if once and index >= len(payloads):
+                break  # every request sent exactly once
+            payload = payloads[index % len(payloads)]
             t0 = time.perf_counter()
             try:
                 status = await conn.send(payload)
@@ -142,11 +160,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--once", action="store_true", help="saturate: send each request once, then stop"
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        help="Extra header, e.g. 'Authorization: Bearer ...'",
+    )
     args = parser.parse_args()
     parts = urlsplit(args.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     with open(args.requests) as handle:
-        payloads = [encode(json.loads(line), f"{host}:{port}") for line in handle if line.strip()]
+        payloads = [
+            encode(json.loads(line), f"{host}:{port}", args.header)
+            for line in handle
+            if line.strip()
+        ]
     try:
         import uvloop
 
@@ -157,7 +188,7 @@ def main() -> None:
         asyncio.run(saturate(host, port, payloads, min(args.connections, 8), args.warmup))
     if args.mode == "saturate":
         stats, elapsed = asyncio.run(
-            saturate(host, port, payloads, args.connections, args.duration)
+            saturate(host, port, payloads, args.connections, args.duration, args.once)
         )
     else:
         stats, elapsed = asyncio.run(at_rate(host, port, payloads, args.rate, args.duration))

@@ -68,12 +68,13 @@ def run_clv(env: dict[str, str], *args: str) -> tuple[str, float]:
 
 
 def load(
-    base: str, requests: list[dict[str, Any]], work: Path, name: str, **options: object
+    base: str, requests: list[dict[str, Any]], work: Path, name: str, key: str, **options: object
 ) -> dict[str, Any]:
-    """Run bench.loadgen in its own process; its JSON summary."""
+    """Run bench.loadgen in its own process, authenticated with `key`; its JSON summary."""
     path = work / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in requests))
     args = [sys.executable, "-m", "bench.loadgen", "--url", base, "--requests", str(path)]
+    args += ["--header", f"Authorization: Bearer {key}"]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -122,6 +123,11 @@ def main() -> None:
                     text("SELECT external_id FROM customers ORDER BY random() LIMIT 20000")
                 )
             ]
+            from app.auth.keys import ALL_SCOPES
+            from app.auth.repository import create_key
+
+        with engine.begin() as connection:
+            key = create_key(connection, "bench", ALL_SCOPES).secret
         engine.dispose()
         print(f"loaded {events:,} events in {load_seconds:.0f} s", file=sys.stderr)
 
@@ -170,24 +176,24 @@ def main() -> None:
             d = args.duration
             results = {
                 "healthz": load(
-                    base, health, work, "healthz", mode="saturate", connections=32, duration=d
+                    base, health, work, "healthz", key, mode="saturate", connections=32, duration=d
                 ),
                 "single": load(
-                    base, single, work, "single", mode="saturate", connections=32, duration=d
+                    base, single, work, "single", key, mode="saturate", connections=32, duration=d
                 ),
                 "single_500": load(
-                    base, single, work, "single_500", mode="rate", rate=500, duration=d
+                    base, single, work, "single_500", key, mode="rate", rate=500, duration=d
                 ),
-                "heavy": load(base, heavy, work, "heavy", mode="rate", rate=20, duration=d),
-                "batch": load(base, batches, work, "batch", mode="rate", rate=2, duration=d),
+                "heavy": load(base, heavy, work, "heavy", key, mode="rate", rate=20, duration=d),
+                "batch": load(base, batches, work, "batch", key, mode="rate", rate=2, duration=d),
                 "ingest": load(
-                    base, ingest, work, "ingest", mode="rate", rate=200, duration=d, warmup=0
+                    base, ingest, work, "ingest", key, mode="rate", rate=200, duration=d, warmup=0
                 ),
             }
     scored = int(score_out.split("scored ")[1].split(" ")[0].replace(",", ""))
 
-    def cell(name: str, key: str) -> str:
-        value = results[name][key]
+    def cell(name: str, field: str) -> str:
+        value = results[name][field]
         return f"{value:,.1f}" if isinstance(value, float) else str(value)
 
     def errors(name: str) -> str:
