@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -74,6 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 signal.SIGHUP,
                 lambda: background.append(loop.create_task(_reload_quietly(registry))),
             )
+        # Everything loaded so far (libraries, app, model) lives as long as the worker: move it
+        # out of the collector's sight so full collections stop rescanning it mid-request.
+        gc.collect()
+        gc.freeze()
         yield
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -6,7 +6,9 @@ holdout evaluation, so every number the product shows comes out of this one func
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,15 @@ def calibrate(probability: np.ndarray, a: float, b: float) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))), dtype=np.float64)
 
 
+#: From this many rows on, the CLV and churn models run in parallel threads.
+PARALLEL_ROWS = 256
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnx")
+
+
 class Predictor:
     """An artifact's two ONNX sessions plus the post-processing its manifest prescribes."""
 
@@ -63,8 +74,16 @@ class Predictor:
 
     def predict(self, features: np.ndarray) -> Predictions:
         """CLV and churn probability for each row of `features` (n x len(FEATURE_NAMES))."""
-        clv = np.maximum(onnx_clv(self.clv_session, features) * self.clv_scale, 0.0)
-        churn = onnx_churn(self.churn_session, features)
+        if len(features) >= PARALLEL_ROWS:
+            # The two models run side by side (onnxruntime releases the GIL). Each session
+            # still sums its trees on one thread, so every row's result is the same as alone.
+            clv_future = _pool().submit(onnx_clv, self.clv_session, features)
+            churn = onnx_churn(self.churn_session, features)
+            raw_clv = clv_future.result()
+        else:
+            raw_clv = onnx_clv(self.clv_session, features)
+            churn = onnx_churn(self.churn_session, features)
+        clv = np.maximum(raw_clv * self.clv_scale, 0.0)
         calibration = self.manifest.churn_calibration
         if calibration.method == "platt":
             churn = calibrate(churn, calibration.a, calibration.b)
