@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Stats:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
+    timeline: list[tuple[float, float]] = field(default_factory=list)  # (scheduled s, latency s)
 
 
 def encode(request: dict[str, object], host: str, headers: list[str]) -> bytes:
@@ -50,8 +52,11 @@ class Connection:
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
                 # The server closed an idle keep-alive connection: reconnect once, as clients do.
                 self.writer = None
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        await self.connect()
         return await self._exchange(payload)
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def _exchange(self, payload: bytes) -> int:
         assert self.writer is not None
@@ -119,8 +124,13 @@ async def at_rate(
 ) -> tuple[Stats, float]:
     stats = Stats()
     idle: list[Connection] = [Connection(host, port) for _ in range(64)]
+    # Connected before the clock starts, as a client's pool would be: otherwise the first
+    # burst of a short run measures 64 TCP handshakes, not the server.
+    await asyncio.gather(*(conn.connect() for conn in idle))
     total = int(rate * duration)
-    started = time.perf_counter()
+    # The schedule starts a moment from now: creating thousands of tasks takes tens of ms,
+    # which would otherwise count as lateness of the first requests.
+    started = time.perf_counter() + 0.001 * total / 100 + 0.05
 
     async def one(i: int) -> None:
         scheduled = started + i / rate
@@ -136,6 +146,7 @@ async def at_rate(
             stats.errors += 1
             return
         stats.latencies.append(time.perf_counter() - scheduled)
+        stats.timeline.append((scheduled - started, stats.latencies[-1]))
 
     await asyncio.gather(*(one(i) for i in range(total)))
     return stats, time.perf_counter() - started
@@ -161,6 +172,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument(
+        "--timeline", help="rate: write 'scheduled_s latency_ms' per request to this file"
+    )
+    parser.add_argument(
         "--once", action="store_true", help="saturate: send each request once, then stop"
     )
     parser.add_argument(
@@ -184,6 +198,9 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
+    # No collector pauses in the load generator: open-loop latency counts from the scheduled
+    # send time, so a pause here (thousands of pending tasks) would be charged to the server.
+    gc.disable()
     if args.warmup:
         asyncio.run(saturate(host, port, payloads, min(args.connections, 8), args.warmup))
     if args.mode == "saturate":
@@ -193,6 +210,9 @@ def main() -> None:
     else:
         stats, elapsed = asyncio.run(at_rate(host, port, payloads, args.rate, args.duration))
     ms = [v * 1000 for v in stats.latencies]
+    if args.timeline:
+        with open(args.timeline, "w") as out:
+            out.writelines(f"{at:.4f} {lat * 1000:.2f}\n" for at, lat in sorted(stats.timeline))
     print(
         json.dumps(
             {
