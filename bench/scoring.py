@@ -28,7 +28,7 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader, EventColumns
-from bench.common import ROOT, fresh_database, header, write_section
+from bench.common import ROOT, fresh_database, header, settle, write_section
 from tests.server import running_server
 
 HEAVY = "bench-heavy-customer"
@@ -113,15 +113,12 @@ def main() -> None:
         )
         events += loader.load(heavy_customer(end)).events_created
         load_seconds = time.perf_counter() - started
+        # Otherwise the first minutes of every scenario pay for the bulk load (hint-bit
+        # writes, autovacuum, a checkpoint).
+        settle(engine)
         with engine.connect() as connection:
             from sqlalchemy import text
 
-            # Steady state, as autovacuum leaves a live database: statistics, hint bits and the
-            # visibility map set, dirty pages flushed. Otherwise the first minutes of every
-            # scenario pay for the bulk load (hint-bit writes, autovacuum, a checkpoint).
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            connection.execute(text("VACUUM (ANALYZE)"))
-            connection.execute(text("CHECKPOINT"))
             ids = [
                 r[0]
                 for r in connection.execute(

@@ -48,7 +48,7 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
-from bench.common import ROOT, fresh_database, header, percentile, write_section
+from bench.common import ROOT, fresh_database, header, percentile, settle, write_section
 from tests.security.support import ServerProcess
 
 #: Request kinds and their share of the mix.
@@ -358,8 +358,8 @@ def load_data(url: str, customers: int, work: Path) -> tuple[int, float, Path]:
         )
     )
     seconds = time.perf_counter() - started
+    settle(engine)
     with engine.connect() as connection:
-        connection.execute(text("ANALYZE"))
         ids = [row[0] for row in connection.execute(text("SELECT external_id FROM customers"))]
     engine.dispose()
     path = work / "customers.txt"
