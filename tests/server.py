@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,47 +41,70 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_command(port: int, *args: str) -> list[str]:
+    """`clv serve` on loopback `port`, as every test server runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "app.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *args,
+    ]
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], base: str, output: Callable[[], str], timeout: float
+) -> None:
+    """Return once `base`/healthz answers 200; raise with the server's output if it exits first
+    or does not answer within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{output()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server did not become healthy:\n{output()[-4000:]}")
+        time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_server(env: dict[str, str], *args: str, timeout: float = 30.0) -> Iterator[str]:
     """Start `clv serve` with the given environment; yields its base URL; stops it afterwards."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not become healthy")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
+    # Output to a file, not a pipe nobody reads (a full pipe would block the server).
+    with tempfile.TemporaryDirectory(prefix="clv-server-") as work:
+        log = Path(work) / "server.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                serve_command(port, *args),
+                cwd=ROOT,
+                env={**os.environ, **env},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        base = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            wait_healthy(process, base, lambda: log.read_text(errors="replace"), timeout)
+            yield base
+        finally:
+            stop_process(process)

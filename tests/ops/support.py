@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -15,10 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from sqlalchemy import create_engine, text
 
-from tests.server import ROOT, free_port
+from tests.server import ROOT, free_port, stop_process, wait_healthy
 
 ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -77,27 +75,10 @@ def serving(env: dict[str, str], log: Path, timeout: float = 60) -> Iterator[Ser
         )
     server = Server(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server did not become healthy:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_healthy(process, server.base, lambda: log.read_text(errors="replace"), timeout)
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, grace=20)
 
 
 def poll(check: Callable[[], bool], seconds: float) -> bool:

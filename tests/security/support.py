@@ -8,15 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from tests.server import ROOT, free_port
+from tests.server import ROOT, free_port, serve_command, wait_healthy
 
 
 class ServerProcess:
@@ -34,36 +30,13 @@ class ServerProcess:
         """Start the server and wait until /healthz answers."""
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "serve",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    *self.args,
-                ],
+                serve_command(self.port, *self.args),
                 cwd=ROOT,
                 env=self.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"server exited with {self.process.returncode}:\n{self.log_text()[-4000:]}"
-                )
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server did not become healthy:\n{self.log_text()[-4000:]}")
-            time.sleep(0.1)
+        wait_healthy(self.process, self.base, self.log_text, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no drain, no pool goodbye, whatever was in flight is cut."""
