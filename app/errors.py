@@ -204,6 +204,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """A database error that is not an outage: a 500, logged with its stack."""
     # The route template, never the raw path: paths carry customer ids, which stay out of logs.
     route = getattr(request.scope.get("route"), "path", "<unmatched>")
     logger.exception("unhandled error on %s %s", request.method, route, exc_info=exc)
@@ -239,7 +240,8 @@ def install_error_handlers(app: FastAPI) -> None:
     # Database trouble is 503 + Retry-After; anything else of these types stays a 500.
     for kind in (DBAPIError, PoolTimeout, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         app.add_exception_handler(kind, _database_error)
-    app.add_exception_handler(Exception, _unhandled)
+    # Any other exception is answered (500 problem+json, logged once with its stack) by
+    # RequestObservabilityMiddleware, which sees it before Starlette's outermost handler would.
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

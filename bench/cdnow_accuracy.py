@@ -16,12 +16,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -29,26 +26,11 @@ import numpy as np
 import pandas as pd
 
 from app.training.metrics import churn_metrics, clv_metrics, deciles
-from bench.common import CDNOW, ROOT, fresh_database, header, write_section
+from bench.common import CDNOW, fresh_database, header, run_clv, write_section
 
 CALIBRATION_END = pd.Timestamp("1997-09-30")
 HOLDOUT_END = pd.Timestamp("1998-06-30")
 HORIZON = 273
-
-
-def clv(env: dict[str, str], *args: str) -> tuple[str, float]:
-    """Run a `clv` command; (stdout, seconds)."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode not in (0, 3):  # 3 = trained but not promoted
-        raise SystemExit(f"clv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout, time.perf_counter() - started
 
 
 def test_half(customer_id: str) -> bool:
@@ -126,7 +108,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     with fresh_database("clv_cdnow") as url:
         env = {"CLV_DATABASE_URL": url, "CLV_MODEL_DIR": str(work / "models")}
-        imported, import_s = clv(env, "import-transactions", "--format", "cdnow", str(CDNOW))
+        imported, import_s = run_clv(env, "import-transactions", "--format", "cdnow", str(CDNOW))
         train_args = [
             "train",
             "--as-of",
@@ -138,14 +120,14 @@ def main() -> None:
             "--split",
             "protocol-a",
         ]
-        trained, train_s = clv(env, *train_args)
-        single, single_s = clv(
+        trained, train_s = run_clv(env, *train_args)
+        single, single_s = run_clv(
             {**env, "CLV_MODEL_DIR": str(work / "single")}, *train_args, "--stack", "1"
         )
         out = work / "scores.parquet"
-        scored, score_s = clv(env, "score", "--as-of", "1997-09-30", "--out", str(out))
+        scored, score_s = run_clv(env, "score", "--as-of", "1997-09-30", "--out", str(out))
         single_out = work / "single.parquet"
-        clv(
+        run_clv(
             {**env, "CLV_MODEL_DIR": str(work / "single")},
             "score",
             "--as-of",

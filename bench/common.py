@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,3 +139,20 @@ def settle(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM (ANALYZE)"))
         connection.execute(text("CHECKPOINT"))
+
+
+def run_clv(env: dict[str, str], *args: str) -> tuple[str, float]:
+    """Run `clv ARGS` in a subprocess with `env` on top of ours; (stdout, seconds). Exits on a
+    failure; `clv train`'s exit 3 (trained, not promoted) is not one."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    accepted = (0, 3) if args[:1] == ("train",) else (0,)
+    if result.returncode not in accepted:
+        raise SystemExit(f"clv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout, time.perf_counter() - started

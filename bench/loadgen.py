@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from bench.common import percentile
+
 
 @dataclass
 class Stats:
@@ -40,31 +42,40 @@ def encode(request: dict[str, object], host: str, headers: list[str]) -> bytes:
 
 
 class Connection:
+    """One keep-alive HTTP/1.1 connection over asyncio streams."""
+
+    #: Requests sent again because a kept-alive connection turned out closed (reported).
+    resends = 0
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-
-    async def send(self, payload: bytes) -> int:
-        if self.writer is not None:
-            try:
-                return await self._exchange(payload)
-            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-                # The server closed an idle keep-alive connection: reconnect once, as clients do.
-                self.writer = None
-        await self.connect()
-        return await self._exchange(payload)
+        self.idle_since = time.perf_counter()
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def _exchange(self, payload: bytes) -> int:
-        assert self.writer is not None
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    async def send(self, payload: bytes) -> tuple[int, bytes]:
+        """Write one request, read its answer: (status, body)."""
+        reused = self.writer is not None
+        if self.writer is None:
+            await self.connect()
         assert self.reader is not None
+        assert self.writer is not None
         self.writer.write(payload)
         status_line = await self.reader.readline()
         if not status_line:
-            raise ConnectionError("closed")
+            self.close()
+            if reused:  # closed while idle, before our request was read: resend on a new one
+                Connection.resends += 1
+                return await self.send(payload)
+            raise ConnectionError("closed by the server")
         status = int(status_line.split()[1])
         length, close = 0, False
         while True:
@@ -77,12 +88,11 @@ class Connection:
                 length = int(value)
             elif name == "connection" and value.strip().lower() == "close":
                 close = True
-        if length:
-            await self.reader.readexactly(length)
+        body = await self.reader.readexactly(length) if length else b""
         if close:
-            self.writer.close()
-            self.writer = None
-        return status
+            self.close()
+        self.idle_since = time.perf_counter()
+        return status, body
 
 
 async def saturate(
@@ -106,7 +116,7 @@ async def saturate(
             payload = payloads[index % len(payloads)]
             t0 = time.perf_counter()
             try:
-                status = await conn.send(payload)
+                status, _ = await conn.send(payload)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
                 stats.errors += 1
                 conn = Connection(host, port)
@@ -139,7 +149,7 @@ async def at_rate(
             await asyncio.sleep(delay)
         conn = idle.pop() if idle else Connection(host, port)
         try:
-            status = await conn.send(payloads[i % len(payloads)])
+            status, _ = await conn.send(payloads[i % len(payloads)])
             stats.statuses[status] = stats.statuses.get(status, 0) + 1
             idle.append(conn)
         except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
@@ -150,16 +160,6 @@ async def at_rate(
 
     await asyncio.gather(*(one(i) for i in range(total)))
     return stats, time.perf_counter() - started
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q / 100
-    low = int(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 def main() -> None:

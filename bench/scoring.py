@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader, EventColumns
-from bench.common import ROOT, fresh_database, header, settle, write_section
+from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
 from tests.server import running_server
 
 HEAVY = "bench-heavy-customer"
@@ -51,20 +50,6 @@ def heavy_customer(end: dt.datetime, events: int = 10_000) -> EventColumns:
             [f"{HEAVY}-o{i}" if k == "order" else "" for i, k in enumerate(kinds)], dtype=object
         ),
     )
-
-
-def run_clv(env: dict[str, str], *args: str) -> tuple[str, float]:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"clv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout, time.perf_counter() - started
 
 
 def load(

@@ -48,7 +48,8 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
-from bench.common import ROOT, fresh_database, header, percentile, settle, write_section
+from bench.common import ROOT, fresh_database, header, percentile, run_clv, settle, write_section
+from bench.loadgen import Connection
 from tests.security.support import ServerProcess
 
 #: Request kinds and their share of the mix.
@@ -66,56 +67,6 @@ PREFIX = "soak"
 #: Idle keep-alive connections older than this are not reused: the server closes them after
 #: CLV_KEEPALIVE_TIMEOUT_SECONDS (5), and a request written into a closing one would be lost.
 MAX_IDLE_SECONDS = 3.0
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection over asyncio streams."""
-
-    #: Requests sent again because a kept-alive connection turned out closed (reported).
-    resends = 0
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.idle_since = time.perf_counter()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    async def send(self, payload: bytes) -> tuple[int, bytes]:
-        """Write one request, read its answer: (status, body)."""
-        reused = self.writer is not None
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        self.writer.write(payload)
-        status_line = await self.reader.readline()
-        if not status_line:
-            self.close()
-            if reused:  # closed while idle, before our request was read: resend on a new one
-                Connection.resends += 1
-                return await self.send(payload)
-            raise ConnectionError("closed by the server")
-        status = int(status_line.split()[1])
-        length, close = 0, False
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "connection" and value.strip().lower() == "close":
-                close = True
-        body = await self.reader.readexactly(length) if length else b""
-        if close:
-            self.close()
-        self.idle_since = time.perf_counter()
-        return status, body
 
 
 @dataclass
@@ -369,17 +320,7 @@ def load_data(url: str, customers: int, work: Path) -> tuple[int, float, Path]:
 
 def train(env: dict[str, str]) -> float:
     """`clv train --stack 2 --no-baselines` into CLV_MODEL_DIR; its duration."""
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "train", "--stack", "2", "--no-baselines"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode not in (0, 3):  # 3: trained, not promoted (nothing to compare with)
-        raise SystemExit(f"clv train failed:\n{result.stdout}\n{result.stderr}")
-    return time.perf_counter() - started
+    return run_clv(env, "train", "--stack", "2", "--no-baselines")[1]
 
 
 def pool_gauges(scrape: str) -> dict[str, float]:

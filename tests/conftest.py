@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,6 +19,7 @@ from sqlalchemy.engine import make_url
 from app import schema
 from app.config import Settings
 from app.main import create_app
+from app.observability.logs import JsonFormatter
 
 #: The server the suite creates its databases on; override with CLV_TEST_POSTGRES_URL.
 ADMIN_URL = os.environ.get("CLV_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -38,6 +42,26 @@ def api_key(database_url: str, scopes: str = "all", name: str = "test") -> str:
 def bearer(database_url: str, scopes: str = "all") -> dict[str, str]:
     """An Authorization header with a fresh key for that database."""
     return {"Authorization": f"Bearer {api_key(database_url, scopes)}"}
+
+
+@contextmanager
+def captured_logs(level: int) -> Iterator[io.StringIO]:
+    """What the service logs meanwhile (loggers `clv` and `app` at `level`), formatted by the
+    production JSON formatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    loggers = [logging.getLogger(name) for name in ("clv", "app")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
+    try:
+        yield stream
+    finally:
+        for logger, previous in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(previous)
 
 
 def create_database(prefix: str) -> str:
@@ -133,7 +157,9 @@ def sqlite_settings(tmp_path: Path, model_dir: Path) -> Settings:
     return settings
 
 
-async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client (all-scopes key) of an app built for `settings`, lifespan included."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -147,12 +173,12 @@ async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client of an app on Postgres."""
-    async for c in _client(settings):
+    async with app_client(settings) as c:
         yield c
 
 
 @pytest.fixture
 async def sqlite_client(sqlite_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client of an app on the SQLite default."""
-    async for c in _client(sqlite_settings):
+    async with app_client(sqlite_settings) as c:
         yield c

@@ -15,8 +15,9 @@ from app.db import create_async_db_engine, create_sync_engine, session_factory
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.features.definitions import FEATURE_INDEX, FEATURE_NAMES, end_of_day
-from app.features.repository import FeatureMatrix, FeatureRepository, offline_features
+from app.features.repository import FeatureMatrix, FeatureRepository
 from tests.factories import event
+from tests.scoring.support import offline_matrix
 
 DEMO_END = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 AS_OFS = [
@@ -33,18 +34,6 @@ def load_demo(settings: Settings, customers: int = 300) -> None:
     for chunk in generate_demo(customers, 5, start=start, end=DEMO_END, chunk_customers=120):
         loader.load(chunk.events, chunk.customers)
     engine.dispose()
-
-
-def offline(settings: Settings, as_of: dt.datetime, chunk: int = 97) -> FeatureMatrix:
-    engine = create_sync_engine(settings)
-    parts = list(offline_features(engine, as_of, chunk_customers=chunk))
-    engine.dispose()
-    return FeatureMatrix(
-        as_of=as_of,
-        customer_ids=[c for p in parts for c in p.customer_ids],
-        values=np.vstack([p.values for p in parts]),
-        n_events=np.concatenate([p.n_events for p in parts]),
-    )
 
 
 @pytest.fixture
@@ -79,14 +68,14 @@ async def test_online_and_offline_vectors_are_identical(
     target = settings if backend == "postgres" else sqlite_settings
     load_demo(target)
     for as_of in AS_OFS:
-        batch = offline(target, as_of)
+        batch = offline_matrix(target, as_of, chunk=97)
         assert len(batch) > 50
         assert not np.isnan(batch.values).any()
         online = await online_each(target, batch.customer_ids, as_of)
         # Bit-for-bit: the same SQL aggregates and the same numpy arithmetic on both paths.
         np.testing.assert_array_equal(online, batch.values)
     # The data exercises behaviour features, refunds and multi-order customers.
-    last = offline(target, AS_OFS[-1])
+    last = offline_matrix(target, AS_OFS[-1], chunk=97)
     for name in ("sessions_90d", "carts_90d", "refunded_revenue", "std_days_between_orders"):
         assert (last.values[:, FEATURE_INDEX[name]] > 0).any(), name
 

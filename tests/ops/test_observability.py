@@ -24,7 +24,7 @@ from app.db import sync_url
 from app.main import create_app
 from app.observability import metrics
 from app.observability.logs import JsonFormatter
-from tests.conftest import bearer
+from tests.conftest import bearer, captured_logs
 from tests.factories import event
 from tests.server import ROOT
 
@@ -34,19 +34,9 @@ SECRET = "s3cret-body-value"
 
 @pytest.fixture
 def logged() -> Iterator[io.StringIO]:
-    """What the service logs during the test, formatted by the production JSON formatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    loggers = [logging.getLogger(name) for name in ("clv", "app")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    yield stream
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    """What the service logs during the test, at info level."""
+    with captured_logs(logging.INFO) as stream:
+        yield stream
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:

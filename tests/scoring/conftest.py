@@ -10,8 +10,8 @@ import pytest
 
 from app import schema
 from app.config import Settings
-from tests.conftest import create_database, drop_database
-from tests.scoring.support import app_client, copy_models, load_demo
+from tests.conftest import app_client, create_database, drop_database
+from tests.scoring.support import copy_models, load_demo
 
 DEMO_CUSTOMERS = 300
 

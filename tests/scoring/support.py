@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,8 @@ from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.features.repository import FeatureMatrix, offline_features
-from app.main import create_app
 from app.scoring.predictor import calibrate
 from app.training.export import onnx_churn, onnx_clv, onnx_session
-from tests.conftest import bearer
 
 DEMO_END = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 #: The instant most tests score at: the end of the demo history's last day.
@@ -61,10 +57,11 @@ def load_demo(settings: Settings, customers: int, seed: int) -> None:
     engine.dispose()
 
 
-def offline_matrix(settings: Settings, as_of: dt.datetime) -> FeatureMatrix:
-    """Every customer's offline features as of `as_of`, in one matrix."""
+def offline_matrix(settings: Settings, as_of: dt.datetime, chunk: int = 101) -> FeatureMatrix:
+    """Every customer's offline features as of `as_of`, in one matrix (built in small chunks,
+    so that chunk boundaries are exercised)."""
     engine = create_sync_engine(settings)
-    parts = list(offline_features(engine, as_of, chunk_customers=101))
+    parts = list(offline_features(engine, as_of, chunk_customers=chunk))
     engine.dispose()
     return FeatureMatrix(
         as_of=as_of,
@@ -103,19 +100,6 @@ def artifact_predictions(directory: Path, features: np.ndarray) -> Reference:
     else:
         assert calibration.method == "none", calibration
     return Reference(manifest, clv, churn)
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process client of an app built for `settings` (lifespan included)."""
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = bearer(settings.database_url)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://clv.test", headers=headers
-        ) as client:
-            yield client
 
 
 def without_scored_at(prediction: dict[str, Any]) -> dict[str, Any]:

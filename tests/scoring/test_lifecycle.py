@@ -10,7 +10,8 @@ import pytest
 from app.config import Settings
 from app.features.definitions import FEATURE_INDEX, FEATURE_NAMES, parse_as_of
 from app.scoring.lifecycle import lifecycle_stages, value_tiers
-from tests.scoring.support import AS_OF, app_client, offline_matrix
+from tests.conftest import app_client
+from tests.scoring.support import AS_OF, offline_matrix
 
 HORIZON = 90  # churn horizon (days), from the manifest in production
 NEW_DAYS = 30

@@ -14,13 +14,13 @@ from app.artifacts import Calibration, current_version, promote, read_manifest
 from app.config import Settings
 from app.features.definitions import FEATURE_NAMES, FEATURES, parse_as_of
 from app.scoring.lifecycle import lifecycle_stages, value_tiers
+from tests.conftest import app_client
 from tests.factories import event
 from tests.scoring.support import (
     AS_OF,
     EARLIER_AS_OF,
     PREDICTION_FIELDS,
     add_version,
-    app_client,
     assert_problem,
     offline_matrix,
     reference_predictions,

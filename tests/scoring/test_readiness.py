@@ -11,7 +11,8 @@ import pytest
 from app.artifacts import POINTER, current_version, promote
 from app.config import Settings
 from app.features.definitions import fingerprint, parse_as_of
-from tests.scoring.support import AS_OF, add_version, app_client, assert_problem, offline_matrix
+from tests.conftest import app_client
+from tests.scoring.support import AS_OF, add_version, assert_problem, offline_matrix
 
 STALE = "0123456789abcdef"
 

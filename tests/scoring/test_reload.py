@@ -17,11 +17,11 @@ import pytest
 from app.artifacts import CLV_ONNX, MANIFEST, POINTER, current_version, promote, read_manifest
 from app.config import Settings
 from app.features.definitions import parse_as_of
+from tests.conftest import app_client
 from tests.scoring.support import (
     AS_OF,
     Reference,
     add_version,
-    app_client,
     artifact_predictions,
     assert_problem,
     offline_matrix,

@@ -10,8 +10,9 @@ import httpx
 
 from app.config import Settings
 from app.features.definitions import parse_as_of
+from tests.conftest import app_client
 from tests.factories import event
-from tests.scoring.support import app_client, without_scored_at
+from tests.scoring.support import without_scored_at
 
 
 def recently(hours_ago: float) -> str:

@@ -19,8 +19,7 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.customers.repository import CustomerRepository
-from app.observability.logs import JsonFormatter
-from tests.conftest import api_key
+from tests.conftest import api_key, captured_logs
 from tests.factories import event
 from tests.security.support import serving
 from tests.server import server_env
@@ -142,19 +141,9 @@ def test_no_input_reaches_the_logs_even_at_debug(settings: Settings, tmp_path: P
 
 @pytest.fixture
 def logged() -> Iterator[io.StringIO]:
-    """What the service logs during the test, through the production JSON formatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    loggers = [logging.getLogger(name) for name in ("clv", "app")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield stream
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    """What the service logs during the test, at debug level."""
+    with captured_logs(logging.DEBUG) as stream:
+        yield stream
 
 
 async def test_a_failing_statement_logs_neither_its_parameters_nor_the_raw_path(
