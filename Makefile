@@ -36,11 +36,10 @@ run: sync  ## migrate the embedded SQLite database, load demo data once, make a 
 	  echo "API on http://$(HOST):$(PORT)   OpenAPI page: http://$(HOST):$(PORT)/docs (Authorize with the key)"; \
 	  echo "Local API key (all scopes, kept in var/local-api-key): $$KEY"; \
 	  echo ""; \
-	  echo "  export KEY=$$KEY"; \
-	  echo "  curl -s -H \"Authorization: Bearer \$$KEY\" http://$(HOST):$(PORT)/v1/customers/$$CUSTOMER/prediction?explain=true"; \
-	  echo "  curl -s -H \"Authorization: Bearer \$$KEY\" -H 'content-type: application/json' -X POST 'http://$(HOST):$(PORT)/v1/events?score=true' \\"; \
-	  NOW=$$(date -u +%Y-%m-%dT%H:%M:%SZ); \
-	  echo "       -d '{\"event_id\": \"ord-1001\", \"customer_id\": \"cust-42\", \"type\": \"order\", \"occurred_at\": \"$$NOW\", \"amount\": \"59.90\", \"currency\": \"USD\"}'"; \
+	  echo "In another terminal:"; \
+	  echo "  export CLV=http://$(HOST):$(PORT) KEY=$$KEY"; \
+	  echo "  curl -s -H \"Authorization: Bearer \$$KEY\" \"\$$CLV/v1/customers/$$CUSTOMER/prediction?explain=true\""; \
+	  echo "then follow the walkthrough in README.md (a new customer, an order, a refund, predictions, erasure)."; \
 	  echo ""
 	$(CLV) serve --host $(HOST) --port $(PORT)
 
