@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer
 from app.scoring.models import ScoreRun, StoredScore
-from app.scoring.service import Score
+from app.scoring.scores import Score
 
 KEEP_RUNS = 3
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.ids import ExternalId
+from app.scoring.evidence import Basis
 from app.scoring.lifecycle import LifecycleStage, ValueTier
 
 
@@ -54,11 +55,25 @@ class ModelExplanation(BaseModel):
     contributions: dict[str, float] = Field(description="Every feature's contribution.")
 
 
+class OutOfRangeOut(BaseModel):
+    """A feature value outside the range the model saw in training: trees extrapolate flat there."""
+
+    feature: str = Field(examples=["tenure_days"])
+    value: float = Field(examples=[1461.0])
+    training_min: float = Field(examples=[0.0])
+    training_max: float = Field(examples=[1095.0])
+
+
 class ExplanationOut(BaseModel):
     """Why the model says what it says, for each of its two outputs."""
 
     clv: ModelExplanation
     churn: ModelExplanation
+    out_of_range: list[OutOfRangeOut] = Field(
+        default_factory=list,
+        description="Features outside the model's training range (empty when none, or when the "
+        "model's manifest records no ranges).",
+    )
 
 
 class PredictionOut(BaseModel):
@@ -72,6 +87,14 @@ class PredictionOut(BaseModel):
     segment: SegmentOut
     expected_value_at_risk: float = Field(
         description="CLV x churn probability: what retention can save."
+    )
+    basis: Basis = Field(
+        description="What the numbers rest on: `history` (orders up to as_of), `no_orders` "
+        "(sessions, views or carts but no order yet), `no_history` (no event at all up to as_of: "
+        "the numbers are the model's prior for an empty history, not a forecast; see `notice`)."
+    )
+    notice: str | None = Field(
+        default=None, description="Present when the numbers deserve a warning (`no_history`)."
     )
     scored_at: dt.datetime
     explanation: ExplanationOut | None = None
@@ -114,7 +137,6 @@ class ModelOut(BaseModel):
 
     version: str
     loaded_at: dt.datetime
-    directory: str
     manifest: dict[str, object]
 
 

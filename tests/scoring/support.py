@@ -43,6 +43,7 @@ PREDICTION_FIELDS = {
     "churn",
     "segment",
     "expected_value_at_risk",
+    "basis",
     "scored_at",
 }
 
