@@ -36,9 +36,9 @@ class Problem(BaseModel):
     """RFC 9457 problem details, with the offending fields when input was rejected."""
 
     type: str = Field(examples=[PROBLEM_BASE + "validation"])
-    title: str
-    status: int
-    detail: str | None = None
+    title: str = Field(examples=["Request validation failed"])
+    status: int = Field(examples=[422])
+    detail: str | None = Field(default=None, examples=["invalid field(s): amount"])
     instance: str | None = None
     errors: list[FieldError] | None = None
 
@@ -207,7 +207,8 @@ def _expected_shape(request: Request) -> str:
     """The top-level fields the route's body model requires, e.g. `{"events": [...]}`."""
     route = request.scope.get("route")
     body = getattr(route, "body_field", None)
-    model = getattr(body, "type_", None) if body is not None else None
+    info = getattr(body, "field_info", None)
+    model = getattr(info, "annotation", None)
     fields = getattr(model, "model_fields", None)
     if not isinstance(fields, dict):
         return "a JSON object"

@@ -14,6 +14,8 @@ from app.content import JsonBody
 from app.db import SessionDep
 from app.errors import problem_responses
 from app.events.schemas import (
+    CREATED_EXAMPLE,
+    DUPLICATE_EXAMPLE,
     ORDER_EXAMPLE,
     REFUND_EXAMPLE,
     VIEW_EXAMPLE,
@@ -40,7 +42,15 @@ ScoreQuery = Annotated[
     response_model=EventAck,
     response_model_exclude_none=True,
     responses={
-        200: {"model": EventAck, "description": "This exact event was stored before (duplicate)."},
+        201: {
+            "description": "Created: the event is stored (with `score=true`, the prediction too).",
+            "content": {"application/json": {"example": CREATED_EXAMPLE}},
+        },
+        200: {
+            "model": EventAck,
+            "description": "Duplicate: this exact event was stored before; nothing changed.",
+            "content": {"application/json": {"example": DUPLICATE_EXAMPLE}},
+        },
         **problem_responses(
             400, 401, 403, 409, 413, 415, 422, examples={422: ("invalid-amount", "malformed-json")}
         ),

@@ -57,6 +57,16 @@ REFUND_EXAMPLE: dict[str, Any] = {
     "order_id": "1001",
 }
 
+#: ORDER_EXAMPLE as stored (instants in UTC, amount as a decimal string): the POST /v1/events
+#: answers, checked against real ones by tests/test_openapi_examples.py.
+STORED_ORDER_EXAMPLE: dict[str, Any] = {
+    **ORDER_EXAMPLE,
+    "occurred_at": "2026-11-20T13:03:00Z",
+    "received_at": "2026-11-20T13:03:01.250417Z",
+}
+CREATED_EXAMPLE: dict[str, Any] = {"status": "created", "event": STORED_ORDER_EXAMPLE}
+DUPLICATE_EXAMPLE: dict[str, Any] = {"status": "duplicate", "event": STORED_ORDER_EXAMPLE}
+
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", strict=True)]
 Amount = Annotated[
     Decimal,

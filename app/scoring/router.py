@@ -17,6 +17,8 @@ from app.scoring.lifecycle import LifecycleStage, ValueTier
 from app.scoring.registry import LoadedModel, ModelRegistry
 from app.scoring.repository import ScoreRepository
 from app.scoring.schemas import (
+    BATCH_PREDICTION_EXAMPLE,
+    PREDICTION_EXAMPLE,
     BatchPredictionIn,
     BatchPredictionOut,
     ModelOut,
@@ -50,17 +52,20 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
     "/v1/customers/{customer_id}/prediction",
     response_model=PredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(
-        401,
-        403,
-        404,
-        422,
-        503,
-        examples={
-            422: ("invalid-customer-id", "invalid-as-of"),
-            503: ("model-unavailable", "database-unavailable"),
-        },
-    ),
+    responses={
+        200: {"content": {"application/json": {"example": PREDICTION_EXAMPLE}}},
+        **problem_responses(
+            401,
+            403,
+            404,
+            422,
+            503,
+            examples={
+                422: ("invalid-customer-id", "invalid-as-of"),
+                503: ("model-unavailable", "database-unavailable"),
+            },
+        ),
+    },
     summary="Predict CLV and churn for a customer",
 )
 async def get_prediction(
@@ -84,19 +89,22 @@ async def get_prediction(
     "/v1/predictions/batch",
     response_model=BatchPredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(
-        400,
-        401,
-        403,
-        413,
-        415,
-        422,
-        503,
-        examples={
-            422: ("malformed-json",),
-            503: ("model-unavailable", "database-unavailable"),
-        },
-    ),
+    responses={
+        200: {"content": {"application/json": {"example": BATCH_PREDICTION_EXAMPLE}}},
+        **problem_responses(
+            400,
+            401,
+            403,
+            413,
+            415,
+            422,
+            503,
+            examples={
+                422: ("malformed-json",),
+                503: ("model-unavailable", "database-unavailable"),
+            },
+        ),
+    },
     summary="Predict for many customers at once",
 )
 async def post_prediction_batch(

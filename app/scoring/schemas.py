@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,8 +76,25 @@ class ExplanationOut(BaseModel):
     )
 
 
+#: A coherent prediction: an active high-value customer, value at risk = CLV x churn (checked
+#: against a real one by tests/test_openapi_examples.py).
+PREDICTION_EXAMPLE: dict[str, Any] = {
+    "customer_id": "cust-42",
+    "as_of": "2026-11-30T00:00:00Z",
+    "model_version": "20261124T175705Z-95b881",
+    "clv": {"value": 182.4, "currency": "USD", "horizon_days": 365},
+    "churn": {"probability": 0.27, "horizon_days": 90},
+    "segment": {"lifecycle_stage": "active", "value_tier": "high"},
+    "expected_value_at_risk": 49.25,
+    "basis": "history",
+    "scored_at": "2026-11-30T09:12:03.120571Z",
+}
+
+
 class PredictionOut(BaseModel):
     """CLV, churn probability and segment of one customer as of an instant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [PREDICTION_EXAMPLE]})
 
     customer_id: str
     as_of: dt.datetime
@@ -122,8 +139,22 @@ class BatchPredictionItem(BaseModel):
     prediction: PredictionOut | None = None
 
 
+BATCH_PREDICTION_EXAMPLE: dict[str, Any] = {
+    "model_version": PREDICTION_EXAMPLE["model_version"],
+    "as_of": PREDICTION_EXAMPLE["as_of"],
+    "found": 1,
+    "not_found": 1,
+    "results": [
+        {"index": 0, "customer_id": "cust-42", "status": "ok", "prediction": PREDICTION_EXAMPLE},
+        {"index": 1, "customer_id": "cust-43", "status": "not_found"},
+    ],
+}
+
+
 class BatchPredictionOut(BaseModel):
     """Results in request order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [BATCH_PREDICTION_EXAMPLE]})
 
     model_version: str
     as_of: dt.datetime
