@@ -1,0 +1,72 @@
+"""The `clv` command's help and option errors, as a newcomer meets them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+
+COMMANDS = [
+    [],
+    ["serve"],
+    ["migrate"],
+    ["import-transactions"],
+    ["generate-demo"],
+    ["train"],
+    ["score"],
+    ["keys"],
+    ["keys", "create"],
+    ["keys", "ensure-local"],
+]
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "clv")
+def test_help_shows_no_value_placeholder_after_flags_and_whole_option_names(
+    command: list[str],
+) -> None:
+    code, output = run(*command, "--help")
+    assert code == 0, output
+    assert "<bool>" not in output
+    assert "…" not in output  # nothing cut
+    for line in output.splitlines():
+        assert len(line) <= 120, line
+
+
+def test_serve_help_names_every_option_in_full() -> None:
+    _, output = run("serve", "--help")
+    for option in (
+        "--keepalive-timeout",
+        "--forwarded-allow-ips",
+        "--proxy-headers / --no-proxy-headers",
+        "--graceful-shutdown",
+        "--limit-concurrency",
+    ):
+        assert option in output, option
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [(["generate-demo"], "--if-empty / --no-if-empty"), (["score"], "--store / --no-store")],
+)
+def test_booleans_are_flag_pairs(command: list[str], flag: str) -> None:
+    _, output = run(*command, "--help")
+    assert flag in output
+    # A flag takes no value: `--if-empty true` is refused as an extra argument, not a bool.
+    name = flag.split(" / ")[0]
+    code, output = run(*command, name, "true")
+    assert code == 2
+    assert "true" in output
+
+
+def test_an_invalid_as_of_names_the_option() -> None:
+    code, output = run("score", "--out", "scores.csv", "--as-of", "2026-13-01")
+    assert code == 2, output
+    assert re.search(r"Invalid value for '--as-of': '2026-13-01': month must be in 1\.\.12", output)
