@@ -22,10 +22,10 @@ from pydantic import (
 
 from app.errors import FieldError, Problem
 from app.events.models import MONETARY_TYPES, EventType
+from app.features.as_of import EARLIEST_OCCURRED_AT
 from app.ids import ExternalId
 from app.scoring.schemas import PredictionOut
 
-EARLIEST_OCCURRED_AT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -314,4 +314,12 @@ class EventPage(BaseModel):
     )
 
 
-__all__ = ["EventAck", "EventBatchIn", "EventBatchResult", "EventIn", "EventOut", "Problem"]
+__all__ = [
+    "EARLIEST_OCCURRED_AT",
+    "EventAck",
+    "EventBatchIn",
+    "EventBatchResult",
+    "EventIn",
+    "EventOut",
+    "Problem",
+]

@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import Query
 
 from app.errors import FieldError, InvalidInput
-from app.events.schemas import EARLIEST_OCCURRED_AT
 from app.features.definitions import parse_as_of
+
+#: Nothing the service stores or computes lies before this instant (events are refused before it).
+EARLIEST_OCCURRED_AT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 
 AsOfQuery = Annotated[
     str | None,
