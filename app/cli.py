@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
 from tqdm import tqdm
 
 from app.config import get_settings
@@ -212,13 +211,13 @@ def generate_demo(
     from app.db import create_sync_engine
     from app.demo.generator import generate_demo as generate
     from app.events.bulk import BulkLoader
-    from app.events.models import Event
+    from app.events.repository import any_events
 
     settings = get_settings()
     engine = create_sync_engine(settings)
     if if_empty:
         with engine.connect() as connection:
-            if connection.execute(select(func.count()).select_from(Event)).scalar_one():
+            if any_events(connection):
                 typer.echo("events exist already; no demo data loaded")
                 engine.dispose()
                 return
@@ -468,29 +467,14 @@ def keys_ensure_local(
     ] = Path("var/local-api-key"),
 ) -> None:
     """For `make run`: reuse the key in FILE if it is still valid, else create one with every scope."""
-    from sqlalchemy import select as sql_select
-
-    from app.auth.keys import ALL_SCOPES, hash_key, split_key
-    from app.auth.models import ApiKey
-    from app.auth.repository import create_key
+    from app.auth.keys import ALL_SCOPES
+    from app.auth.repository import create_key, is_active_key
     from app.db import create_sync_engine
 
     engine = create_sync_engine(get_settings())
     secret = file.read_text().strip() if file.exists() else ""
-    prefix = split_key(secret) if secret else None
     with engine.begin() as connection:
-        valid = (
-            prefix is not None
-            and connection.execute(
-                sql_select(ApiKey.id).where(
-                    ApiKey.prefix == prefix,
-                    ApiKey.key_hash == hash_key(secret),
-                    ApiKey.revoked_at.is_(None),
-                )
-            ).first()
-            is not None
-        )
-        if not valid:
+        if not is_active_key(connection, secret):
             secret = create_key(connection, "local-dev", ALL_SCOPES).secret
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(secret + "\n")

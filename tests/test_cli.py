@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from app import schema
 from app.cli import cli
+from app.config import Settings
 
 COMMANDS = [
     [],
@@ -70,3 +76,20 @@ def test_an_invalid_as_of_names_the_option() -> None:
     code, output = run("score", "--out", "scores.csv", "--as-of", "2026-13-01")
     assert code == 2, output
     assert re.search(r"Invalid value for '--as-of': '2026-13-01': month must be in 1\.\.12", output)
+
+
+def test_generate_demo_if_empty_loads_once(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'clv.db'}")
+    schema.upgrade("head", settings)
+    env = {**os.environ, "CLV_DATABASE_URL": settings.database_url}
+
+    def demo(*flags: str) -> str:
+        command = [sys.executable, "-m", "app.cli", "generate-demo", "--customers", "5", *flags]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "demo data: 5 new customers" in demo("--if-empty")
+    assert "events exist already" in demo("--if-empty")
+    # --no-if-empty loads again: the same seed gives the same events, all already stored.
+    assert "demo data: 0 new customers, 0 new events" in demo("--no-if-empty")

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from tqdm import tqdm
 
 from app.config import Settings
-from app.customers.models import Customer
 from app.features.repository import offline_features
 from app.scoring import repository
 from app.scoring.registry import LoadedModel
@@ -134,7 +133,7 @@ def score_all(
     writer = _Writer(out, model.version, as_of) if out else None
     total = 0
     with engine.connect() as connection:
-        customers = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
+        customers = repository.count_customers(connection)
     bar = tqdm(
         total=customers,
         unit="cust",
