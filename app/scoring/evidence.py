@@ -20,11 +20,15 @@ NO_HISTORY_NOTICE = (
 )
 
 
+_BASES = np.array(["history", "no_orders", "no_history"], dtype=object)
+
+
 def prediction_bases(n_events: np.ndarray, features: np.ndarray) -> list[Basis]:
     """Per row: `no_history` (no event up to as_of), `no_orders` (behaviour only) or `history`."""
     orders = features[:, FEATURE_INDEX["orders"]]
-    basis = np.select([n_events <= 0, orders <= 0], ["no_history", "no_orders"], default="history")
-    return [str(b) for b in basis]  # type: ignore[misc]
+    index = np.where(np.asarray(n_events) <= 0, 2, np.where(orders <= 0, 1, 0))
+    labels: list[Basis] = _BASES[index].tolist()
+    return labels
 
 
 @dataclass(frozen=True)
