@@ -93,3 +93,16 @@ def test_generate_demo_if_empty_loads_once(tmp_path: Path) -> None:
     assert "events exist already" in demo("--if-empty")
     # --no-if-empty loads again: the same seed gives the same events, all already stored.
     assert "demo data: 0 new customers, 0 new events" in demo("--no-if-empty")
+
+
+def test_score_refuses_a_model_trained_in_another_currency(tmp_path: Path) -> None:
+    # The shipped model is in USD; a shop running in EUR must not get its numbers labelled EUR.
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'clv.db'}")
+    schema.upgrade("head", settings)
+    env = {**os.environ, "CLV_DATABASE_URL": settings.database_url, "CLV_CURRENCY": "EUR"}
+    env.pop("CLV_MODEL_DIR", None)  # the repository's models/
+    command = [sys.executable, "-m", "app.cli", "score", "--out", str(tmp_path / "s.csv")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout
+    assert "trained on amounts in USD, this service runs in EUR" in done.stderr
+    assert not (tmp_path / "s.csv").exists()
