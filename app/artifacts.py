@@ -68,6 +68,10 @@ class Manifest(BaseModel):
     parity: Parity
     promotion: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str]
+    feature_ranges: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Per feature [min, max] over the training rows; empty in older manifests.",
+    )
 
 
 def read_manifest(directory: Path) -> Manifest:

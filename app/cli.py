@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import func, select
 from tqdm import tqdm
 
 from app.config import get_settings
+
+#: Plain click help (rich_markup_mode=None): rich's tables cut long option names at 80 columns
+#: and show a `<bool>` placeholder after flags, which take no value. Up to 120 columns wide.
+HELP_SETTINGS = {"max_content_width": 120}
 
 cli = typer.Typer(
     name="clv",
@@ -25,6 +28,8 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
 )
 
 
@@ -198,20 +203,21 @@ def generate_demo(
     seed: Annotated[int, typer.Option(help="Random seed (ids include it).")] = 7,
     years: Annotated[float, typer.Option(min=0.1, help="History length, ending now.")] = 3.0,
     if_empty: Annotated[
-        bool, typer.Option("--if-empty", help="Do nothing if events exist.")
+        bool,
+        typer.Option("--if-empty/--no-if-empty", help="Do nothing if events exist already."),
     ] = False,
 ) -> None:
     """Generate and load synthetic, realistic event streams (orders, refunds, sessions, carts...)."""
     from app.db import create_sync_engine
     from app.demo.generator import generate_demo as generate
     from app.events.bulk import BulkLoader
-    from app.events.models import Event
+    from app.events.repository import any_events
 
     settings = get_settings()
     engine = create_sync_engine(settings)
     if if_empty:
         with engine.connect() as connection:
-            if connection.execute(select(func.count()).select_from(Event)).scalar_one():
+            if any_events(connection):
                 typer.echo("events exist already; no demo data loaded")
                 engine.dispose()
                 return
@@ -242,7 +248,10 @@ def _as_of(value: str) -> dt.datetime:
     try:
         return parse_as_of(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(
+            f"{value!r}: {exc}; give YYYY-MM-DD or an RFC 3339 instant with offset",
+            param_hint="'--as-of'",
+        ) from exc
 
 
 class SplitMethod(StrEnum):
@@ -330,7 +339,8 @@ def score(
         str, typer.Option("--as-of", help="Score as of T (YYYY-MM-DD = end of day). Default: now.")
     ] = "",
     store: Annotated[
-        bool, typer.Option("--store", help="Also store the run (feeds /v1/segments).")
+        bool,
+        typer.Option("--store/--no-store", help="Also store the run (feeds /v1/segments)."),
     ] = False,
     model_dir: Annotated[
         Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
@@ -342,6 +352,7 @@ def score(
     from app.scoring.batch import score_all
     from app.scoring.registry import load_model
 
+    moment = _as_of(as_of) if as_of else dt.datetime.now(dt.UTC)
     if out is None and not store:
         raise _fail("nothing to do: give --out FILE and/or --store")
     if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
@@ -353,14 +364,12 @@ def score(
             f"no model: {(model_dir or settings.model_dir) / 'current'} does not exist; run `clv train`"
         )
     try:
-        model = load_model(directory, threads=settings.onnx_threads)
+        model = load_model(directory, threads=settings.onnx_threads, currency=settings.currency)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     engine = create_sync_engine(settings)
     try:
-        result = score_all(
-            engine, model, settings, _as_of(as_of) if as_of else dt.datetime.now(dt.UTC), out, store
-        )
+        result = score_all(engine, model, settings, moment, out, store)
     finally:
         engine.dispose()
     where = [str(result.path)] if result.path else []
@@ -372,7 +381,12 @@ def score(
     )
 
 
-keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+keys_cli = typer.Typer(
+    help="API keys: create (shown once), list, revoke.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+)
 cli.add_typer(keys_cli, name="keys")
 
 
@@ -453,29 +467,14 @@ def keys_ensure_local(
     ] = Path("var/local-api-key"),
 ) -> None:
     """For `make run`: reuse the key in FILE if it is still valid, else create one with every scope."""
-    from sqlalchemy import select as sql_select
-
-    from app.auth.keys import ALL_SCOPES, hash_key, split_key
-    from app.auth.models import ApiKey
-    from app.auth.repository import create_key
+    from app.auth.keys import ALL_SCOPES
+    from app.auth.repository import create_key, is_active_key
     from app.db import create_sync_engine
 
     engine = create_sync_engine(get_settings())
     secret = file.read_text().strip() if file.exists() else ""
-    prefix = split_key(secret) if secret else None
     with engine.begin() as connection:
-        valid = (
-            prefix is not None
-            and connection.execute(
-                sql_select(ApiKey.id).where(
-                    ApiKey.prefix == prefix,
-                    ApiKey.key_hash == hash_key(secret),
-                    ApiKey.revoked_at.is_(None),
-                )
-            ).first()
-            is not None
-        )
-        if not valid:
+        if not is_active_key(connection, secret):
             secret = create_key(connection, "local-dev", ALL_SCOPES).secret
             file.parent.mkdir(parents=True, exist_ok=True)
             file.write_text(secret + "\n")

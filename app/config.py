@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,7 +43,9 @@ class Settings(BaseSettings):
     )
     max_properties_depth: int = Field(default=8, ge=1, description="Nesting depth of properties.")
     max_future_skew_seconds: int = Field(
-        default=300, ge=0, description="How far in the future occurred_at may be."
+        default=300,
+        ge=0,
+        description="Allowed clock skew: how far in the future occurred_at and as_of may be.",
     )
     db_pool_size: int = Field(default=16, ge=1, description="Connections kept per worker.")
     db_read_pool_size: int = Field(
@@ -139,6 +142,11 @@ class Settings(BaseSettings):
         if len(levels) != 3 or not 100 > levels[0] > levels[1] > levels[2] > 0:
             raise ValueError("give three descending percentiles between 0 and 100, e.g. 90,70,40")
         return value
+
+    @property
+    def max_future_skew(self) -> dt.timedelta:
+        """How far ahead of the server clock an event's `occurred_at` or an `as_of` may be."""
+        return dt.timedelta(seconds=self.max_future_skew_seconds)
 
     @property
     def tier_percentiles(self) -> tuple[int, int, int]:

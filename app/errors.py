@@ -36,9 +36,9 @@ class Problem(BaseModel):
     """RFC 9457 problem details, with the offending fields when input was rejected."""
 
     type: str = Field(examples=[PROBLEM_BASE + "validation"])
-    title: str
-    status: int
-    detail: str | None = None
+    title: str = Field(examples=["Request validation failed"])
+    status: int = Field(examples=[422])
+    detail: str | None = Field(default=None, examples=["invalid field(s): amount"])
     instance: str | None = None
     errors: list[FieldError] | None = None
 
@@ -183,9 +183,77 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.problem(request.url.path), exc.headers)
 
 
+class MalformedJson(AppError):
+    status, slug, title = 422, "malformed-json", "The body is not valid JSON"
+
+
+#: pydantic's error types for "the body is not an object" (a list, a string, a number...).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
+def _json_syntax_error(document: object, position: int, reason: str) -> MalformedJson:
+    """A syntax error at line/column (1-based), not a byte offset posing as a field name."""
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    message = f"JSON syntax error at line {line}, column {column}: {reason}"
+    return MalformedJson(
+        message,
+        errors=[FieldError(field="body", pointer="", message=message, code="json_invalid")],
+    )
+
+
+def _expected_shape(request: Request) -> str:
+    """The top-level fields the route's body model requires, e.g. `{"events": [...]}`."""
+    route = request.scope.get("route")
+    body = getattr(route, "body_field", None)
+    info = getattr(body, "field_info", None)
+    model = getattr(info, "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    if not isinstance(fields, dict):
+        return "a JSON object"
+    parts = []
+    for name, info in fields.items():
+        if not info.is_required():
+            continue
+        origin = getattr(info.annotation, "__origin__", None)
+        parts.append(f'"{name}": [...]' if origin is list else f'"{name}": ...')
+    return "{" + ", ".join(parts) + "}" if parts else "a JSON object"
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str | bytes):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = field_errors(exc.errors())
+    details = exc.errors()
+    for detail in details:
+        if detail.get("type") == "json_invalid":
+            loc = detail.get("loc", ())
+            position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+            reason = str((detail.get("ctx") or {}).get("error", "invalid JSON"))
+            syntax = _json_syntax_error(exc.body, position, reason)
+            return problem_response(syntax.problem(request.url.path))
+        if tuple(detail.get("loc", ())) == ("body",) and detail.get("type") in _NOT_AN_OBJECT:
+            shape = _expected_shape(request)
+            message = (
+                f"the body must be a JSON object {shape}, not {_json_kind(detail.get('input'))}"
+            )
+            error = InvalidInput(
+                message,
+                errors=[FieldError(field="body", pointer="", message=message, code="object_type")],
+            )
+            return problem_response(error.problem(request.url.path))
+    errors = field_errors(details)
     names = ", ".join(sorted({e.field for e in errors}))
     problem = InvalidInput(f"invalid field(s): {names}", errors=errors).problem(request.url.path)
     return problem_response(problem)
@@ -244,12 +312,198 @@ def install_error_handlers(app: FastAPI) -> None:
     # RequestObservabilityMiddleware, which sees it before Starlette's outermost handler would.
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting problem+json for the given statuses."""
+#: Real problem documents this API answers, by example name: the OpenAPI examples of every
+#: error response. tests/test_openapi_examples.py provokes each one for real and compares.
+PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
+    "bad-request": {
+        "type": "about:blank",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "There was an error parsing the body",
+    },
+    "unauthorized": {
+        "type": PROBLEM_BASE + "unauthorized",
+        "title": "Missing or invalid API key",
+        "status": 401,
+        "detail": "send an API key as `Authorization: Bearer <key>`",
+    },
+    "forbidden": {
+        "type": PROBLEM_BASE + "forbidden",
+        "title": "The API key lacks a required scope",
+        "status": 403,
+        "detail": "this operation needs the scope(s): predictions:read",
+    },
+    "not-found": {
+        "type": PROBLEM_BASE + "not-found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "no customer with id 'cust-404'",
+    },
+    "conflict": {
+        "type": PROBLEM_BASE + "conflict",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "event_id 'ord-1001' was already stored with different content; event ids are "
+        "idempotency keys and cannot be reused",
+    },
+    "model-refused": {
+        "type": PROBLEM_BASE + "model-refused",
+        "title": "Model artifact refused",
+        "status": 409,
+        "detail": "the artifact was refused (ArtifactMismatch: model 20261130T071500Z-1a2b3c was "
+        "trained on amounts in USD, this service runs in EUR (CLV_CURRENCY); train on this "
+        "shop's history with `clv train`); still serving 20261124T175705Z-95b881",
+    },
+    "payload-too-large": {
+        "type": PROBLEM_BASE + "payload-too-large",
+        "title": "Request body too large",
+        "status": 413,
+        "detail": "2000000 bytes exceeds the limit of 1048576 bytes",
+    },
+    "unsupported-media-type": {
+        "type": PROBLEM_BASE + "unsupported-media-type",
+        "title": "Unsupported media type",
+        "status": 415,
+        "detail": "the body must be JSON sent with `Content-Type: application/json`; this request "
+        "has Content-Type 'application/x-www-form-urlencoded' "
+        "(e.g. curl -H 'Content-Type: application/json' -d '{...}')",
+    },
+    "invalid-amount": {
+        "type": PROBLEM_BASE + "validation",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "invalid field(s): amount",
+        "errors": [
+            {
+                "field": "amount",
+                "pointer": "/amount",
+                "message": "Input should be greater than or equal to 0",
+                "code": "greater_than_equal",
+            }
+        ],
+    },
+    "invalid-customer-id": {
+        "type": PROBLEM_BASE + "validation",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "invalid field(s): customer_id",
+        "errors": [
+            {
+                "field": "customer_id",
+                "pointer": "#path/customer_id",
+                "message": "String should match pattern '^[A-Za-z0-9._:@-]{1,128}$'",
+                "code": "string_pattern_mismatch",
+            }
+        ],
+    },
+    "invalid-as-of": {
+        "type": PROBLEM_BASE + "validation",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "invalid field(s): as_of",
+        "errors": [
+            {
+                "field": "as_of",
+                "pointer": "#query/as_of",
+                "message": "'2026-11-01T00:00:00 01:00' looks like an offset whose '+' arrived as "
+                "a space: in a URL query a '+' means a space, so encode it as %2B "
+                "(as_of=2026-11-01T00:00:00%2B01:00), or use Z",
+                "code": "plus_not_encoded",
+            }
+        ],
+    },
+    "invalid-cursor": {
+        "type": PROBLEM_BASE + "validation",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": "cursor is not one this API issued",
+        "errors": [
+            {
+                "field": "cursor",
+                "pointer": "#query/cursor",
+                "message": "invalid cursor",
+                "code": "invalid_cursor",
+            }
+        ],
+    },
+    "batch-not-an-object": {
+        "type": PROBLEM_BASE + "validation",
+        "title": "Request validation failed",
+        "status": 422,
+        "detail": 'the body must be a JSON object {"events": [...]}, not an array',
+        "errors": [
+            {
+                "field": "body",
+                "pointer": "",
+                "message": 'the body must be a JSON object {"events": [...]}, not an array',
+                "code": "object_type",
+            }
+        ],
+    },
+    "malformed-json": {
+        "type": PROBLEM_BASE + "malformed-json",
+        "title": "The body is not valid JSON",
+        "status": 422,
+        "detail": "JSON syntax error at line 1, column 14: Expecting value",
+        "errors": [
+            {
+                "field": "body",
+                "pointer": "",
+                "message": "JSON syntax error at line 1, column 14: Expecting value",
+                "code": "json_invalid",
+            }
+        ],
+    },
+    "database-unavailable": {
+        "type": PROBLEM_BASE + "database-unavailable",
+        "title": "Database unavailable",
+        "status": 503,
+        "detail": "the database is unreachable or overloaded; retry later",
+    },
+    "model-unavailable": {
+        "type": PROBLEM_BASE + "model-unavailable",
+        "title": "No model loaded",
+        "status": 503,
+        "detail": "no model is loaded: ValueError: models/current does not exist: train a model "
+        "(`clv train`)",
+    },
+}
+
+#: The examples an error response shows unless the route names its own.
+DEFAULT_EXAMPLES: dict[int, tuple[str, ...]] = {
+    400: ("bad-request",),
+    401: ("unauthorized",),
+    403: ("forbidden",),
+    404: ("not-found",),
+    409: ("conflict",),
+    413: ("payload-too-large",),
+    415: ("unsupported-media-type",),
+    422: ("invalid-customer-id",),
+    503: ("database-unavailable",),
+}
+
+
+def problem_responses(
+    *statuses: int, examples: dict[int, tuple[str, ...]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem+json for the given statuses, each with
+    real examples (`examples` overrides the names from PROBLEM_EXAMPLES per status)."""
+    chosen = {**DEFAULT_EXAMPLES, **(examples or {})}
     return {
         status: {
             "model": Problem,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "examples": {
+                        name: {
+                            "summary": PROBLEM_EXAMPLES[name]["detail"].split(";")[0],
+                            "value": PROBLEM_EXAMPLES[name],
+                        }
+                        for name in chosen[status]
+                    },
+                }
+            },
             "description": _reason(status),
         }
         for status in statuses

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.auth.verifier import KeyVerifier
@@ -23,7 +24,12 @@ from app.events.router import router as events_router
 from app.features.router import router as features_router
 from app.limits import BodyLimitMiddleware
 from app.observability import metrics
-from app.observability.health import ReadinessProbe
+from app.observability.health import (
+    NOT_READY_EXAMPLE,
+    READY_EXAMPLE,
+    Readiness,
+    ReadinessProbe,
+)
 from app.observability.middleware import RequestObservabilityMiddleware
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
@@ -46,7 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the database (refusing one not at head), load the model, close both on shutdown."""
     settings: Settings = app.state.settings
     engine = create_async_db_engine(settings)
-    registry = ModelRegistry(settings.model_dir, settings.onnx_threads)
+    registry = ModelRegistry(settings.model_dir, settings.onnx_threads, settings.currency)
     background: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     try:
@@ -104,11 +110,15 @@ async def _reload_quietly(registry: ModelRegistry) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for the given settings (the environment's by default)."""
     settings = settings or get_settings()
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs (Swagger UI) and /redoc pages load their scripts and
+    # styles from the fastapi-offline package (served under /static-offline-docs), not from a
+    # CDN, so the docs work on a laptop offline and in a container without egress alike.
+    app = FastAPIOffline(
         title="clv-service",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        favicon_url="data:,",  # no favicon request at all
     )
     app.state.settings = settings
     install_error_handlers(app)
@@ -124,12 +134,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(features_router)
     app.include_router(scoring_router)
 
+    @app.get("/", include_in_schema=False)
+    async def landing() -> RedirectResponse:
+        """The interactive API docs are the front page."""
+        return RedirectResponse("/docs", status_code=307)
+
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
         """The process is alive and serving HTTP."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness",
+        response_model=Readiness,
+        responses={
+            200: {"model": Readiness, "content": {"application/json": {"example": READY_EXAMPLE}}},
+            503: {
+                "model": Readiness,
+                "description": "Not ready: the database or the model is not usable (see `checks`).",
+                "content": {"application/json": {"example": NOT_READY_EXAMPLE}},
+            },
+        },
+    )
     async def readyz(request: Request) -> JSONResponse:
         """Ready when the database answers within a second with its schema at head, and a valid model is loaded."""
         probe: ReadinessProbe = request.app.state.readiness

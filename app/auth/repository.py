@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, Row, func, insert, or_, select, text, update
 
-from app.auth.keys import NewKey, Scope, generate_key
+from app.auth.keys import NewKey, Scope, generate_key, hash_key, split_key
 from app.auth.models import ApiKey
 from app.auth.verifier import CHANNEL
 
@@ -31,6 +31,17 @@ def create_key(connection: Connection, name: str, scopes: Iterable[Scope]) -> Ne
     )
     _notify(connection)
     return key
+
+
+def is_active_key(connection: Connection, secret: str) -> bool:
+    """True when `secret` is a stored, unrevoked key."""
+    prefix = split_key(secret) if secret else None
+    if prefix is None:
+        return False
+    query = select(ApiKey.id).where(
+        ApiKey.prefix == prefix, ApiKey.key_hash == hash_key(secret), ApiKey.revoked_at.is_(None)
+    )
+    return connection.execute(query).first() is not None
 
 
 def list_keys(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response, status
 
 from app.auth.dependencies import CustomerEraser, EventsWriter, PredictionsReader
 from app.config import SettingsDep
+from app.content import JsonBody
 from app.customers.schemas import PROFILE_EXAMPLE, CustomerOut, CustomerProfileIn, ErasureOut
 from app.customers.service import CustomerService
 from app.db import SessionDep
@@ -23,12 +24,15 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
     response_model=CustomerOut,
     responses={
         201: {"model": CustomerOut, "description": "Created."},
-        **problem_responses(400, 401, 403, 413, 422),
+        **problem_responses(
+            400, 401, 403, 413, 415, 422, examples={422: ("invalid-customer-id", "malformed-json")}
+        ),
     },
     summary="Create or replace a customer profile",
 )
 async def put_customer(
     _auth: EventsWriter,
+    _json: JsonBody,
     customer_id: CustomerIdPath,
     session: SessionDep,
     settings: SettingsDep,

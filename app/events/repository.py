@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, any_, bindparam, or_, select, text
+from sqlalchemy import Connection, Select, and_, any_, bindparam, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,11 @@ def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT."""
     dialect = session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def any_events(connection: Connection) -> bool:
+    """True when at least one event is stored (`clv generate-demo --if-empty`)."""
+    return connection.execute(select(Event.id).limit(1)).first() is not None
 
 
 @dataclass(frozen=True)

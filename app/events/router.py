@@ -10,9 +10,12 @@ from fastapi import APIRouter, Body, Query, Request, Response, status
 from app.auth.dependencies import EventsWriter, require_scope
 from app.auth.keys import Scope
 from app.config import SettingsDep
+from app.content import JsonBody
 from app.db import SessionDep
 from app.errors import problem_responses
 from app.events.schemas import (
+    CREATED_EXAMPLE,
+    DUPLICATE_EXAMPLE,
     ORDER_EXAMPLE,
     REFUND_EXAMPLE,
     VIEW_EXAMPLE,
@@ -39,13 +42,24 @@ ScoreQuery = Annotated[
     response_model=EventAck,
     response_model_exclude_none=True,
     responses={
-        200: {"model": EventAck, "description": "This exact event was stored before (duplicate)."},
-        **problem_responses(400, 401, 403, 409, 413, 422),
+        201: {
+            "description": "Created: the event is stored (with `score=true`, the prediction too).",
+            "content": {"application/json": {"example": CREATED_EXAMPLE}},
+        },
+        200: {
+            "model": EventAck,
+            "description": "Duplicate: this exact event was stored before; nothing changed.",
+            "content": {"application/json": {"example": DUPLICATE_EXAMPLE}},
+        },
+        **problem_responses(
+            400, 401, 403, 409, 413, 415, 422, examples={422: ("invalid-amount", "malformed-json")}
+        ),
     },
     summary="Ingest one event",
 )
 async def post_event(
     principal: EventsWriter,
+    _json: JsonBody,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -86,11 +100,14 @@ async def post_event(
     "/batch",
     response_model=EventBatchResult,
     response_model_exclude_none=True,
-    responses=problem_responses(400, 401, 403, 413, 422),
+    responses=problem_responses(
+        400, 401, 403, 413, 415, 422, examples={422: ("batch-not-an-object", "malformed-json")}
+    ),
     summary="Ingest a batch of events",
 )
 async def post_event_batch(
     principal: EventsWriter,
+    _json: JsonBody,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,

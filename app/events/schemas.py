@@ -22,10 +22,10 @@ from pydantic import (
 
 from app.errors import FieldError, Problem
 from app.events.models import MONETARY_TYPES, EventType
+from app.features.as_of import EARLIEST_OCCURRED_AT
 from app.ids import ExternalId
 from app.scoring.schemas import PredictionOut
 
-EARLIEST_OCCURRED_AT = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
@@ -56,6 +56,16 @@ REFUND_EXAMPLE: dict[str, Any] = {
     "currency": "USD",
     "order_id": "1001",
 }
+
+#: ORDER_EXAMPLE as stored (instants in UTC, amount as a decimal string): the POST /v1/events
+#: answers, checked against real ones by tests/test_openapi_examples.py.
+STORED_ORDER_EXAMPLE: dict[str, Any] = {
+    **ORDER_EXAMPLE,
+    "occurred_at": "2026-11-20T13:03:00Z",
+    "received_at": "2026-11-20T13:03:01.250417Z",
+}
+CREATED_EXAMPLE: dict[str, Any] = {"status": "created", "event": STORED_ORDER_EXAMPLE}
+DUPLICATE_EXAMPLE: dict[str, Any] = {"status": "duplicate", "event": STORED_ORDER_EXAMPLE}
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$", strict=True)]
 Amount = Annotated[
@@ -304,4 +314,12 @@ class EventPage(BaseModel):
     )
 
 
-__all__ = ["EventAck", "EventBatchIn", "EventBatchResult", "EventIn", "EventOut", "Problem"]
+__all__ = [
+    "EARLIEST_OCCURRED_AT",
+    "EventAck",
+    "EventBatchIn",
+    "EventBatchResult",
+    "EventIn",
+    "EventOut",
+    "Problem",
+]

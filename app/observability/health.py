@@ -6,10 +6,33 @@ import asyncio
 import time
 from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.scoring.registry import ModelRegistry
+
+READY_EXAMPLE: dict[str, Any] = {
+    "ready": True,
+    "checks": {"database": "ok", "model": "ok (20261124T175705Z-95b881)"},
+}
+NOT_READY_EXAMPLE: dict[str, Any] = {
+    "ready": False,
+    "checks": {
+        "database": "ok",
+        "model": "unavailable: ArtifactMismatch: model 20261124T175705Z-95b881 was trained on "
+        "amounts in USD, this service runs in EUR (CLV_CURRENCY); train on this shop's history "
+        "with `clv train`",
+    },
+}
+
+
+class Readiness(BaseModel):
+    """Whether this worker can serve, and every check's state (`ok` or why not)."""
+
+    ready: bool
+    checks: dict[str, str] = Field(description="`database` and `model`: `ok...` or the reason.")
+
 
 #: Probes (load balancers, kubelets) may arrive in bursts: one database round trip per second.
 CACHE_SECONDS = 1.0

@@ -94,6 +94,12 @@ PREDICTIONS = Counter(
     "Predictions served, by endpoint kind: single, batch, ingest (events with score=true).",
     ["kind"],
 )
+FEATURE_OUT_OF_RANGE = Counter(
+    "clv_feature_out_of_range",
+    "Predictions served with a feature outside the model's training range (manifest "
+    "feature_ranges), by feature name (the model's fixed feature list).",
+    ["feature"],
+)
 CHURN_SERVED = Histogram(
     "clv_predicted_churn_probability",
     "Churn probabilities served.",
@@ -203,6 +209,12 @@ def observe_scores(kind: str, clv: Sequence[float], churn: Sequence[float]) -> N
         return
     observe_many(CLV_SERVED, np.asarray(clv, dtype=np.float64))
     observe_many(CHURN_SERVED, np.asarray(churn, dtype=np.float64))
+
+
+def observe_out_of_range(counts: dict[str, int]) -> None:
+    """Count served predictions whose feature lay outside the training range, per feature."""
+    for feature, count in counts.items():
+        FEATURE_OUT_OF_RANGE.labels(feature).inc(count)
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from tqdm import tqdm
 
 from app.config import Settings
-from app.customers.models import Customer
 from app.features.repository import offline_features
 from app.scoring import repository
 from app.scoring.registry import LoadedModel
-from app.scoring.service import Score, score_matrix
+from app.scoring.scores import Score
+from app.scoring.service import score_matrix
 
 COLUMNS = (
     "customer_id",
@@ -31,6 +31,7 @@ COLUMNS = (
     "expected_value_at_risk",
     "model_version",
     "as_of",
+    "basis",
 )
 
 
@@ -51,7 +52,8 @@ class _Writer:
     def __init__(self, path: Path, model_version: str, as_of: dt.datetime) -> None:
         self.path = path
         self.model_version = model_version
-        self.as_of = as_of.isoformat()
+        # The API's spelling of UTC (Z), so files and responses compare as text.
+        self.as_of = as_of.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         self.parquet = path.suffix.lower() in (".parquet", ".pq")
         self.temporary = path.with_name(f".{path.name}.partial")
         self._parquet_writer: pq.ParquetWriter | None = None
@@ -76,6 +78,7 @@ class _Writer:
                     ),
                     "model_version": [self.model_version] * len(scores),
                     "as_of": [self.as_of] * len(scores),
+                    "basis": [s.basis for s in scores],
                 }
             )
             if self._parquet_writer is None:
@@ -98,6 +101,7 @@ class _Writer:
                 s.expected_value_at_risk,
                 self.model_version,
                 self.as_of,
+                s.basis,
             )
             for s in scores
         )
@@ -129,7 +133,7 @@ def score_all(
     writer = _Writer(out, model.version, as_of) if out else None
     total = 0
     with engine.connect() as connection:
-        customers = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
+        customers = repository.count_customers(connection)
     bar = tqdm(
         total=customers,
         unit="cust",

@@ -15,7 +15,7 @@ import numpy as np
 
 from app.artifacts import CHURN_ONNX, CLV_ONNX, Manifest, read_manifest
 from app.features.definitions import FEATURE_NAMES, fingerprint
-from app.training.export import onnx_churn, onnx_clv, onnx_session
+from app.scoring.onnx import onnx_churn, onnx_clv, onnx_session
 
 
 class ArtifactMismatch(ValueError):
@@ -30,8 +30,16 @@ class Predictions:
     churn_probability: np.ndarray  # P(no order over the churn horizon)
 
 
-def check_compatible(manifest: Manifest) -> None:
-    """Raise ArtifactMismatch unless the manifest's features are exactly this code's features."""
+def check_compatible(manifest: Manifest, currency: str | None = None) -> None:
+    """Raise ArtifactMismatch unless the manifest's features are exactly this code's features
+    and, when `currency` is given, the model was trained on amounts in that currency."""
+    if currency is not None and manifest.currency.upper() != currency.upper():
+        # A USD model's numbers labelled EUR would be wrong by the exchange rate, silently.
+        raise ArtifactMismatch(
+            f"model {manifest.version} was trained on amounts in {manifest.currency}, this "
+            f"service runs in {currency} (CLV_CURRENCY); train on this shop's history with "
+            "`clv train`"
+        )
     if manifest.feature_names != list(FEATURE_NAMES):
         missing = sorted(set(FEATURE_NAMES) - set(manifest.feature_names))
         extra = sorted(set(manifest.feature_names) - set(FEATURE_NAMES))
@@ -64,10 +72,10 @@ def _pool() -> ThreadPoolExecutor:
 class Predictor:
     """An artifact's two ONNX sessions plus the post-processing its manifest prescribes."""
 
-    def __init__(self, directory: Path, threads: int = 1) -> None:
+    def __init__(self, directory: Path, threads: int = 1, currency: str | None = None) -> None:
         self.directory = directory
         self.manifest = read_manifest(directory)
-        check_compatible(self.manifest)
+        check_compatible(self.manifest, currency)
         self.clv_session = onnx_session(directory / CLV_ONNX, threads)
         self.churn_session = onnx_session(directory / CHURN_ONNX, threads)
         self.clv_scale = float(self.manifest.training.get("clv_scale", 1.0))

@@ -19,6 +19,7 @@ import xgboost as xgb
 from app.artifacts import CHURN_NATIVE, CLV_NATIVE, Manifest, current_directory, current_version
 from app.errors import AppError
 from app.features.definitions import FEATURE_NAMES
+from app.scoring.evidence import TrainingRanges
 from app.scoring.explain import load_booster
 from app.scoring.predictor import Predictor
 
@@ -38,6 +39,7 @@ class LoadedModel:
     clv_booster: xgb.Booster
     churn_booster: xgb.Booster
     loaded_at: dt.datetime
+    ranges: TrainingRanges
 
     @property
     def manifest(self) -> Manifest:
@@ -48,24 +50,32 @@ class LoadedModel:
         return self.predictor.manifest.version
 
 
-def load_model(directory: Path, threads: int = 1) -> LoadedModel:
-    """Load and validate an artifact, then warm it up (first ONNX runs allocate)."""
-    predictor = Predictor(directory, threads=threads)
+def load_model(directory: Path, threads: int = 1, currency: str | None = None) -> LoadedModel:
+    """Load and validate an artifact (for `currency` when given), then warm it up."""
+    predictor = Predictor(directory, threads=threads, currency=currency)
     clv_booster = load_booster(directory / CLV_NATIVE)
     churn_booster = load_booster(directory / CHURN_NATIVE)
     warm = np.zeros((1, len(FEATURE_NAMES)))
     for _ in range(3):
         predictor.predict(warm)
     predictor.predict(np.zeros((64, len(FEATURE_NAMES))))
-    return LoadedModel(directory, predictor, clv_booster, churn_booster, dt.datetime.now(dt.UTC))
+    return LoadedModel(
+        directory,
+        predictor,
+        clv_booster,
+        churn_booster,
+        dt.datetime.now(dt.UTC),
+        TrainingRanges(predictor.manifest.feature_ranges),
+    )
 
 
 class ModelRegistry:
     """The active model of this worker, with the reason when there is none."""
 
-    def __init__(self, model_dir: Path, threads: int = 1) -> None:
+    def __init__(self, model_dir: Path, threads: int = 1, currency: str | None = None) -> None:
         self.model_dir = model_dir
         self.threads = threads
+        self.currency = currency
         self._active: LoadedModel | None = None
         self.error: str | None = "not loaded yet"
         self._lock = asyncio.Lock()
@@ -91,7 +101,7 @@ class ModelRegistry:
             raise ValueError(
                 f"{self.model_dir}/current does not exist: train a model (`clv train`)"
             )
-        return load_model(directory, self.threads)
+        return load_model(directory, self.threads, self.currency)
 
     def load_initial(self) -> None:
         """Load at startup; a failure leaves the worker up but not ready, with the reason."""

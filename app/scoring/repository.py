@@ -7,14 +7,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, delete, desc, insert, select
+from sqlalchemy import Connection, delete, desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer
 from app.scoring.models import ScoreRun, StoredScore
-from app.scoring.service import Score
+from app.scoring.scores import Score
 
 KEEP_RUNS = 3
+
+
+def count_customers(connection: Connection) -> int:
+    """How many customers exist (the size a scoring run's progress bar counts to)."""
+    return int(connection.execute(select(func.count()).select_from(Customer)).scalar_one())
 
 
 def start_run(connection: Connection, as_of: object, model_version: str) -> int:

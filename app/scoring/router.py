@@ -8,14 +8,17 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.auth.dependencies import Admin, PredictionsReader
 from app.config import SettingsDep
+from app.content import JsonBody
 from app.db import ReaderDep, SessionDep
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
-from app.features.router import AsOfQuery, resolve_as_of
+from app.features.as_of import AsOfQuery, resolve_as_of
 from app.ids import CustomerIdPath
 from app.scoring.lifecycle import LifecycleStage, ValueTier
 from app.scoring.registry import LoadedModel, ModelRegistry
 from app.scoring.repository import ScoreRepository
 from app.scoring.schemas import (
+    BATCH_PREDICTION_EXAMPLE,
+    PREDICTION_EXAMPLE,
     BatchPredictionIn,
     BatchPredictionOut,
     ModelOut,
@@ -49,7 +52,20 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
     "/v1/customers/{customer_id}/prediction",
     response_model=PredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(401, 403, 404, 422, 503),
+    responses={
+        200: {"content": {"application/json": {"example": PREDICTION_EXAMPLE}}},
+        **problem_responses(
+            401,
+            403,
+            404,
+            422,
+            503,
+            examples={
+                422: ("invalid-customer-id", "invalid-as-of"),
+                503: ("model-unavailable", "database-unavailable"),
+            },
+        ),
+    },
     summary="Predict CLV and churn for a customer",
 )
 async def get_prediction(
@@ -63,7 +79,7 @@ async def get_prediction(
 ) -> Response:
     """CLV over the model's horizon, churn probability, segment and expected value at risk, from the customer's events up to `as_of` (default now)."""
     prediction = await PredictionService(session, settings, model).one(
-        customer_id, resolve_as_of(as_of), explain
+        customer_id, resolve_as_of(as_of, max_skew=settings.max_future_skew), explain
     )
     # Serialised once here; FastAPI would validate and serialise the model a second time.
     return Response(prediction.model_dump_json(exclude_none=True), media_type="application/json")
@@ -73,11 +89,27 @@ async def get_prediction(
     "/v1/predictions/batch",
     response_model=BatchPredictionOut,
     response_model_exclude_none=True,
-    responses=problem_responses(400, 401, 403, 413, 422, 503),
+    responses={
+        200: {"content": {"application/json": {"example": BATCH_PREDICTION_EXAMPLE}}},
+        **problem_responses(
+            400,
+            401,
+            403,
+            413,
+            415,
+            422,
+            503,
+            examples={
+                422: ("malformed-json",),
+                503: ("model-unavailable", "database-unavailable"),
+            },
+        ),
+    },
     summary="Predict for many customers at once",
 )
 async def post_prediction_batch(
     _auth: PredictionsReader,
+    _json: JsonBody,
     session: ReaderDep,
     settings: SettingsDep,
     model: ModelDep,
@@ -107,7 +139,7 @@ async def post_prediction_batch(
             ],
         )
     result = await PredictionService(session, settings, model).many(
-        batch.customer_ids, resolve_as_of(batch.as_of, "/as_of")
+        batch.customer_ids, resolve_as_of(batch.as_of, "/as_of", max_skew=settings.max_future_skew)
     )
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
@@ -115,7 +147,7 @@ async def post_prediction_batch(
 @router.get(
     "/v1/model",
     response_model=ModelOut,
-    responses=problem_responses(401, 403, 503),
+    responses=problem_responses(401, 403, 503, examples={503: ("model-unavailable",)}),
     summary="The serving model",
 )
 async def get_model(_auth: PredictionsReader, model: ModelDep) -> ModelOut:
@@ -123,7 +155,6 @@ async def get_model(_auth: PredictionsReader, model: ModelDep) -> ModelOut:
     return ModelOut(
         version=model.version,
         loaded_at=model.loaded_at,
-        directory=str(model.directory),
         manifest=model.manifest.model_dump(mode="json"),
     )
 
@@ -131,7 +162,7 @@ async def get_model(_auth: PredictionsReader, model: ModelDep) -> ModelOut:
 @router.post(
     "/v1/admin/model/reload",
     response_model=ModelOut,
-    responses=problem_responses(401, 403, 409, 503),
+    responses=problem_responses(401, 403, 409, 503, examples={409: ("model-refused",)}),
     summary="Reload models/current",
 )
 async def reload_model(_auth: Admin, registry: RegistryDep) -> ModelOut:
@@ -140,7 +171,6 @@ async def reload_model(_auth: Admin, registry: RegistryDep) -> ModelOut:
     return ModelOut(
         version=model.version,
         loaded_at=model.loaded_at,
-        directory=str(model.directory),
         manifest=model.manifest.model_dump(mode="json"),
     )
 
@@ -148,7 +178,7 @@ async def reload_model(_auth: Admin, registry: RegistryDep) -> ModelOut:
 @router.get(
     "/v1/segments/{lifecycle_stage}",
     response_model=SegmentPage,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422, examples={422: ("invalid-cursor",)}),
     summary="Export a segment",
 )
 async def get_segment(

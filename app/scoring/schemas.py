@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.ids import ExternalId
+from app.scoring.evidence import Basis
 from app.scoring.lifecycle import LifecycleStage, ValueTier
 
 
@@ -54,15 +55,46 @@ class ModelExplanation(BaseModel):
     contributions: dict[str, float] = Field(description="Every feature's contribution.")
 
 
+class OutOfRangeOut(BaseModel):
+    """A feature value outside the range the model saw in training: trees extrapolate flat there."""
+
+    feature: str = Field(examples=["tenure_days"])
+    value: float = Field(examples=[1461.0])
+    training_min: float = Field(examples=[0.0])
+    training_max: float = Field(examples=[1095.0])
+
+
 class ExplanationOut(BaseModel):
     """Why the model says what it says, for each of its two outputs."""
 
     clv: ModelExplanation
     churn: ModelExplanation
+    out_of_range: list[OutOfRangeOut] = Field(
+        default_factory=list,
+        description="Features outside the model's training range (empty when none, or when the "
+        "model's manifest records no ranges).",
+    )
+
+
+#: A coherent prediction: an active high-value customer, value at risk = CLV x churn (checked
+#: against a real one by tests/test_openapi_examples.py).
+PREDICTION_EXAMPLE: dict[str, Any] = {
+    "customer_id": "cust-42",
+    "as_of": "2026-11-30T00:00:00Z",
+    "model_version": "20261124T175705Z-95b881",
+    "clv": {"value": 182.4, "currency": "USD", "horizon_days": 365},
+    "churn": {"probability": 0.27, "horizon_days": 90},
+    "segment": {"lifecycle_stage": "active", "value_tier": "high"},
+    "expected_value_at_risk": 49.25,
+    "basis": "history",
+    "scored_at": "2026-11-30T09:12:03.120571Z",
+}
 
 
 class PredictionOut(BaseModel):
     """CLV, churn probability and segment of one customer as of an instant."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [PREDICTION_EXAMPLE]})
 
     customer_id: str
     as_of: dt.datetime
@@ -72,6 +104,14 @@ class PredictionOut(BaseModel):
     segment: SegmentOut
     expected_value_at_risk: float = Field(
         description="CLV x churn probability: what retention can save."
+    )
+    basis: Basis = Field(
+        description="What the numbers rest on: `history` (orders up to as_of), `no_orders` "
+        "(sessions, views or carts but no order yet), `no_history` (no event at all up to as_of: "
+        "the numbers are the model's prior for an empty history, not a forecast; see `notice`)."
+    )
+    notice: str | None = Field(
+        default=None, description="Present when the numbers deserve a warning (`no_history`)."
     )
     scored_at: dt.datetime
     explanation: ExplanationOut | None = None
@@ -99,8 +139,22 @@ class BatchPredictionItem(BaseModel):
     prediction: PredictionOut | None = None
 
 
+BATCH_PREDICTION_EXAMPLE: dict[str, Any] = {
+    "model_version": PREDICTION_EXAMPLE["model_version"],
+    "as_of": PREDICTION_EXAMPLE["as_of"],
+    "found": 1,
+    "not_found": 1,
+    "results": [
+        {"index": 0, "customer_id": "cust-42", "status": "ok", "prediction": PREDICTION_EXAMPLE},
+        {"index": 1, "customer_id": "cust-43", "status": "not_found"},
+    ],
+}
+
+
 class BatchPredictionOut(BaseModel):
     """Results in request order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [BATCH_PREDICTION_EXAMPLE]})
 
     model_version: str
     as_of: dt.datetime
@@ -114,7 +168,6 @@ class ModelOut(BaseModel):
 
     version: str
     loaded_at: dt.datetime
-    directory: str
     manifest: dict[str, object]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,8 +13,9 @@ from app.db import Reader
 from app.errors import NotFound
 from app.features.repository import FeatureMatrix, FeatureRepository
 from app.observability import metrics
+from app.scoring.evidence import NO_HISTORY_NOTICE, prediction_bases
 from app.scoring.explain import Contribution, Explanation, churn_sentence, clv_sentence, explain
-from app.scoring.lifecycle import LifecycleStage, ValueTier, lifecycle_stages, value_tiers
+from app.scoring.lifecycle import lifecycle_stages, value_tiers
 from app.scoring.registry import LoadedModel
 from app.scoring.schemas import (
     BatchPredictionItem,
@@ -24,24 +24,16 @@ from app.scoring.schemas import (
     ClvOut,
     ExplanationOut,
     ModelExplanation,
+    OutOfRangeOut,
     PredictionOut,
     Reason,
     SegmentOut,
 )
+from app.scoring.scores import Score
+
+__all__ = ["PredictionService", "Score", "score_matrix"]
 
 REASONS = 5
-
-
-@dataclass(frozen=True)
-class Score:
-    """One customer's scores, rounded once here so every channel shows the same numbers."""
-
-    customer_id: str
-    clv: float
-    churn_probability: float
-    lifecycle_stage: LifecycleStage
-    value_tier: ValueTier
-    expected_value_at_risk: float
 
 
 def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) -> list[Score]:
@@ -59,6 +51,7 @@ def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) 
     )
     tiers = value_tiers(predictions.clv, manifest.clv_quantiles, settings.tier_percentiles)
     at_risk = predictions.clv * predictions.churn_probability
+    bases = prediction_bases(matrix.n_events, matrix.values)
     return [
         Score(
             customer_id=customer_id,
@@ -67,14 +60,16 @@ def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) 
             lifecycle_stage=stage,
             value_tier=tier,
             expected_value_at_risk=round(float(risk), 2),
+            basis=basis,
         )
-        for customer_id, clv, p, stage, tier, risk in zip(
+        for customer_id, clv, p, stage, tier, risk, basis in zip(
             matrix.customer_ids,
             predictions.clv,
             predictions.churn_probability,
             stages,
             tiers,
             at_risk,
+            bases,
             strict=True,
         )
     ]
@@ -108,6 +103,15 @@ def explanation_for(model: LoadedModel, features: np.ndarray, currency: str) -> 
     return ExplanationOut(
         clv=_model_explanation(clv, clv_sentence, currency),
         churn=_model_explanation(churn, churn_sentence, currency),
+        out_of_range=[
+            OutOfRangeOut(
+                feature=flag.feature,
+                value=flag.value,
+                training_min=flag.training_min,
+                training_max=flag.training_max,
+            )
+            for flag in model.ranges.flags(features)
+        ],
     )
 
 
@@ -136,6 +140,8 @@ def prediction_out(
             lifecycle_stage=score.lifecycle_stage, value_tier=score.value_tier
         ),
         expected_value_at_risk=score.expected_value_at_risk,
+        basis=score.basis,
+        notice=NO_HISTORY_NOTICE if score.basis == "no_history" else None,
         scored_at=dt.datetime.now(dt.UTC),
         explanation=explanation,
     )
@@ -160,6 +166,7 @@ class PredictionService:
         with metrics.time_inference("single"):
             [score] = score_matrix(matrix, self.model, self.settings)
         metrics.observe_scores("single", [score.clv], [score.churn_probability])
+        metrics.observe_out_of_range(self.model.ranges.counts(matrix.values))
         explanation = (
             explanation_for(self.model, matrix.values[0], self.settings.currency)
             if with_explanation
@@ -182,6 +189,8 @@ class PredictionService:
         metrics.observe_scores(
             "batch", [s.clv for s in scored], [s.churn_probability for s in scored]
         )
+        if matrix:
+            metrics.observe_out_of_range(self.model.ranges.counts(matrix.values))
         scores = {s.customer_id: s for s in scored}
         results = []
         for index, customer_id in enumerate(customer_ids):

@@ -5,14 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import xgboost as xgb
 from onnxmltools import convert_xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 
 from app.artifacts import Parity
 
-INPUT_NAME = "input"
+# The session helpers live with serving (app.scoring.onnx); re-exported here for training code.
+from app.scoring.onnx import INPUT_NAME, onnx_churn, onnx_clv, onnx_session
+
+__all__ = [
+    "INPUT_NAME",
+    "check_parity",
+    "native_predict",
+    "onnx_churn",
+    "onnx_clv",
+    "onnx_session",
+    "to_onnx",
+]
 TARGET_OPSET = 15
 #: float32 inputs on both sides; what remains is float32 summation order in the trees.
 TOLERANCE = {"clv_rel": 1e-4, "clv_abs": 1e-3, "churn_abs": 1e-5}
@@ -26,28 +36,6 @@ def to_onnx(booster: xgb.Booster, n_features: int, path: Path) -> None:
         target_opset=TARGET_OPSET,
     )
     path.write_bytes(model.SerializeToString())
-
-
-def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """An onnxruntime session tuned for small batches: fixed threads, no spinning."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_clv(session: ort.InferenceSession, features: np.ndarray) -> np.ndarray:
-    """Raw CLV predictions of the ONNX regressor."""
-    out = session.run(None, {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)})
-    return np.asarray(out[0], dtype=np.float64).ravel()
-
-
-def onnx_churn(session: ort.InferenceSession, features: np.ndarray) -> np.ndarray:
-    """Churn probabilities (class 1) of the ONNX classifier."""
-    out = session.run(None, {INPUT_NAME: np.ascontiguousarray(features, dtype=np.float32)})
-    return np.asarray(out[1], dtype=np.float64)[:, 1]
 
 
 def native_predict(booster: xgb.Booster, features: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -170,3 +171,116 @@ async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> 
 async def test_nothing_is_stored_for_rejected_events(client: httpx.AsyncClient) -> None:
     await client.post("/v1/events", json=event("order", customer_id="ghost", amount="-1"))
     assert (await client.get("/v1/customers/ghost")).status_code == 404
+
+
+# --- errors a developer meets in the first hour ---------------------------------------------------
+
+
+def assert_unsupported_media_type(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == 415
+    assert problem["type"].endswith("/unsupported-media-type")
+    assert "Content-Type: application/json" in problem["detail"]
+    return problem
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch", "/v1/predictions/batch"])
+async def test_a_form_encoded_body_is_415_naming_the_content_type(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # What `curl -d 'customer_id=cust-1'` sends.
+    response = await client.post(path, data={"customer_id": "cust-1", "type": "order"})
+    problem = assert_unsupported_media_type(response)
+    assert "application/x-www-form-urlencoded" in problem["detail"]
+
+
+async def test_json_sent_as_text_plain_is_415(client: httpx.AsyncClient) -> None:
+    body = json.dumps({"events": [event("order")]}).encode()
+    response = await client.post(
+        "/v1/events/batch", content=body, headers={"content-type": "text/plain"}
+    )
+    problem = assert_unsupported_media_type(response)
+    assert "text/plain" in problem["detail"]
+    # Nothing was stored.
+    assert (await client.get(f"/v1/customers/{event('order')['customer_id']}")).status_code == 404
+
+
+async def test_a_body_without_content_type_is_415(client: httpx.AsyncClient) -> None:
+    body = json.dumps(event("order")).encode()
+    response = await client.post("/v1/events", content=body)  # httpx adds no Content-Type
+    problem = assert_unsupported_media_type(response)
+    assert "no Content-Type" in problem["detail"]
+
+
+async def test_json_with_a_charset_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/events",
+        content=json.dumps(event("order")).encode(),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_a_bare_list_to_the_batch_endpoint_states_the_expected_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/events/batch", json=[event("order")])
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["status"] == 422
+    assert '{"events": [...]}' in problem["detail"]
+    assert "not an array" in problem["detail"]
+    assert [(e["field"], e["pointer"], e["code"]) for e in problem["errors"]] == [
+        ("body", "", "object_type")
+    ]
+    assert "valid dictionary" not in response.text
+
+
+async def test_a_string_body_to_the_event_endpoint_names_the_required_fields(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/events", json="order")
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    for field in ("event_id", "customer_id", "type", "occurred_at"):
+        assert f'"{field}"' in detail, detail
+    assert "not a string" in detail
+
+
+@pytest.mark.parametrize(
+    ("raw", "line", "column"),
+    [
+        (b'{"event_id": ', 1, 14),
+        (b'{\n  "event_id": "e-1",\n  "customer_id": "c-1",,\n}', 3, 24),
+        (b'{"events": [ {"a": 1} ]', 1, 24),
+    ],
+)
+async def test_invalid_json_is_a_syntax_error_at_line_and_column(
+    client: httpx.AsyncClient, raw: bytes, line: int, column: int
+) -> None:
+    response = await client.post(
+        "/v1/events/batch", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem = response.json()
+    assert problem["type"].endswith("/malformed-json")
+    assert f"JSON syntax error at line {line}, column {column}" in problem["detail"]
+    [error] = problem["errors"]
+    # The byte offset is no longer posing as a field name.
+    assert (error["field"], error["pointer"], error["code"]) == ("body", "", "json_invalid")
+    assert error["message"] == problem["detail"]
+
+
+async def test_form_415_is_documented(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path, method in [
+        ("/v1/events", "post"),
+        ("/v1/events/batch", "post"),
+        ("/v1/predictions/batch", "post"),
+        ("/v1/customers/{customer_id}", "put"),
+    ]:
+        assert "415" in spec["paths"][path][method]["responses"], path

@@ -24,8 +24,8 @@ from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.features.repository import FeatureMatrix, offline_features
+from app.scoring.onnx import onnx_churn, onnx_clv, onnx_session
 from app.scoring.predictor import calibrate
-from app.training.export import onnx_churn, onnx_clv, onnx_session
 
 DEMO_END = dt.datetime(2026, 6, 30, tzinfo=dt.UTC)
 #: The instant most tests score at: the end of the demo history's last day.
@@ -43,6 +43,7 @@ PREDICTION_FIELDS = {
     "churn",
     "segment",
     "expected_value_at_risk",
+    "basis",
     "scored_at",
 }
 

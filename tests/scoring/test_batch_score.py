@@ -128,6 +128,10 @@ async def test_cli_rows_equal_the_api_predictions(
         p = api[row["customer_id"]]
         assert row["model_version"] == p["model_version"] == version
         assert parse_as_of(row["as_of"]) == parse_as_of(p["as_of"]) == parse_as_of(as_of)
+        # The same text as the API (UTC spelled Z), not only the same instant.
+        assert row["as_of"] == p["as_of"], row
+        assert row["as_of"].endswith("Z")
+        assert row["basis"] == p["basis"], row
         assert row["clv"] == p["clv"]["value"], row
         assert row["churn_probability"] == p["churn"]["probability"], row
         assert row["lifecycle_stage"] == p["segment"]["lifecycle_stage"], row

@@ -185,13 +185,20 @@ async def test_explanations_add_up_to_the_predictions(
         plain = await single(demo_client, customer, AS_OF)
         explanation = p.pop("explanation")
         assert without_scored_at(p) == without_scored_at(plain)
-        assert set(explanation) == {"clv", "churn"}
+        assert set(explanation) == {"clv", "churn", "out_of_range"}
+        row = matrix.row(customer)
+        assert [f["feature"] for f in explanation["out_of_range"]] == [
+            name
+            for name, value in row.items()
+            if name in manifest.feature_ranges
+            and not manifest.feature_ranges[name][0] <= value <= manifest.feature_ranges[name][1]
+        ]
         seen_stages.add(p["segment"]["lifecycle_stage"])
         for model in ("clv", "churn"):
             e = explanation[model]
             total = e["base_value"] + sum(e["contributions"].values())
             assert total == pytest.approx(e["raw_margin"], abs=1e-4), (customer, model)
-            check_reasons(e, matrix.row(customer), model)
+            check_reasons(e, row, model)
         clv_margin = explanation["clv"]["raw_margin"]
         assert math.exp(clv_margin) * scale == pytest.approx(
             p["clv"]["value"], rel=2e-4, abs=0.006

@@ -23,6 +23,13 @@ def mismatched(models: Path) -> list[str]:
     return ["stale", STALE, fingerprint(), "retrain", "clv train"]
 
 
+def other_currency(models: Path) -> list[str]:
+    # A model trained on EUR amounts, served by a USD shop (the demo settings' currency).
+    add_version(models, "euro", currency="EUR")
+    promote(models, "euro")
+    return ["euro", "EUR", "USD", "CLV_CURRENCY", "clv train"]
+
+
 def without_pointer(models: Path) -> list[str]:
     (models / POINTER).unlink()
     return [f"{models}/current does not exist", "clv train"]
@@ -33,7 +40,12 @@ def missing_directory(models: Path) -> list[str]:
     return [str(models / "gone" / "manifest.json"), "does not exist"]
 
 
-CASES = {"mismatch": mismatched, "no-pointer": without_pointer, "missing": missing_directory}
+CASES = {
+    "mismatch": mismatched,
+    "currency": other_currency,
+    "no-pointer": without_pointer,
+    "missing": missing_directory,
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

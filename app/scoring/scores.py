@@ -1,0 +1,21 @@
+"""The scores of one customer: what every channel (API, files, stored runs) shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.scoring.evidence import Basis
+from app.scoring.lifecycle import LifecycleStage, ValueTier
+
+
+@dataclass(frozen=True)
+class Score:
+    """One customer's scores, rounded once here so every channel shows the same numbers."""
+
+    customer_id: str
+    clv: float
+    churn_probability: float
+    lifecycle_stage: LifecycleStage
+    value_tier: ValueTier
+    expected_value_at_risk: float
+    basis: Basis = "history"
