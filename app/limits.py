@@ -135,7 +135,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     waiting for a body nobody reads, and a problem+json 503 with Retry-After when the worker's
     concurrency limit is reached.
 
-    `clv serve` passes it to uvicorn as `http=`; limits come from the CLV_HTTP_* settings.
+    `clv serve` passes it to uvicorn as `http=`; limits come from the CLV_HTTP_* settings. It
+    overrides uvicorn internals, so uvicorn is pinned to UVICORN_CHECKED (docs/limits.md). Since
+    issue 15 the head bound also refuses a whole oversized head that arrives in one read (it was
+    served before); the tests' observable answers are otherwise unchanged.
     """
 
     def __init__(
