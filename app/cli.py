@@ -112,7 +112,8 @@ def serve(
             host=host or settings.host,
             port=settings.port if port is None else port,
             workers=workers,
-            # httptools plus a head deadline/size bound and a problem+json 503 (app.limits).
+            # httptools plus a head deadline/size bound and a problem+json 503; a subclass of
+            # uvicorn internals, pinned and tested (docs/limits.md says why no setting does it).
             http="app.limits:GuardedHttpToolsProtocol",
             log_config=logging_config(settings.log_level),
             log_level=settings.log_level,
