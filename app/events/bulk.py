@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, func, insert, select
@@ -91,6 +92,19 @@ SELECT DISTINCT customer FROM stage_events ORDER BY 1
 ON CONFLICT (external_id) DO NOTHING
 """
 
+# Holds off an erasure of these customers until the chunk commits (erasure row-locks the
+# customer FOR UPDATE), as `ensure_customers` and the scoring repository do. A customer erased
+# between our insert and this lock is missing from the count: it is created again and locked.
+_PG_LOCK_CUSTOMERS = """
+SELECT count(*) FROM (
+    SELECT c.id FROM customers c
+    WHERE c.external_id IN (SELECT customer FROM stage_events)
+    ORDER BY c.external_id
+    FOR KEY SHARE OF c
+) AS locked
+"""
+_PG_STAGED_CUSTOMERS = "SELECT count(DISTINCT customer) FROM stage_events"
+
 _PG_EVENTS = """
 INSERT INTO events (event_id, customer_id, type, occurred_at, amount, currency, order_id)
 SELECT s.event_id, c.id, s.type,
@@ -159,8 +173,14 @@ class BulkLoader:
                     "FROM STDIN"
                 ) as copy:
                     copy.write(_event_lines(events))
-                cursor.execute(_PG_CUSTOMERS_FROM_EVENTS)
-                stats.customers_created += max(cursor.rowcount, 0)
+                cursor.execute(_PG_STAGED_CUSTOMERS)
+                wanted = _scalar(cursor.fetchone())
+                while True:
+                    cursor.execute(_PG_CUSTOMERS_FROM_EVENTS)
+                    stats.customers_created += max(cursor.rowcount, 0)
+                    cursor.execute(_PG_LOCK_CUSTOMERS)
+                    if _scalar(cursor.fetchone()) == wanted:
+                        break
                 cursor.execute(_PG_EVENTS, {"currency": self.currency})
                 stats.events_created = max(cursor.rowcount, 0)
             connection.commit()
@@ -230,6 +250,11 @@ class BulkLoader:
             result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
             stats.events_created = max(result.rowcount, 0)
         return stats
+
+
+def _scalar(row: Any) -> int:
+    assert row is not None
+    return int(row[0])
 
 
 def _copy_text(value: str) -> str:
