@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, insert, select
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Connection, Engine, any_, bindparam, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.customers.models import Customer
 from app.events.models import Event
@@ -48,9 +48,25 @@ class EventColumns:
     occurred_at_us: np.ndarray  # int64 µs since the Unix epoch, UTC
     amount_cents: np.ndarray  # int64
     order_id: np.ndarray
+    source_line: np.ndarray | None = None  # int64 line numbers in the file read, if any
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    def line(self, index: int) -> int | None:
+        """The file line of row `index`, when the columns came from a file."""
+        return None if self.source_line is None else int(self.source_line[index])
+
+
+class BulkConflict(Exception):
+    """Event ids already stored with other content (ids are idempotency keys, never reused)."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(
+            f"{len(event_ids)} event id(s) already stored with different content: "
+            + ", ".join(repr(e) for e in event_ids[:5])
+        )
+        self.event_ids = event_ids
 
 
 @dataclass
@@ -118,6 +134,26 @@ ON CONFLICT (event_id) DO NOTHING
 """
 
 
+# Stage rows whose event_id is stored with other content (what the API answers 409 for).
+_PG_STAGE_CONFLICTS = """
+SELECT DISTINCT s.event_id
+FROM stage_events s
+JOIN events e ON e.event_id = s.event_id
+LEFT JOIN customers c ON c.id = e.customer_id
+WHERE c.external_id IS DISTINCT FROM s.customer
+   OR e.type <> s.type
+   OR e.occurred_at <> timestamptz 'epoch' + s.occurred_us * interval '1 microsecond'
+   OR e.amount IS DISTINCT FROM
+      (CASE WHEN s.amount_cents < 0 THEN NULL ELSE s.amount_cents / 100.0 END)
+   OR e.currency IS DISTINCT FROM (CASE WHEN s.amount_cents < 0 THEN NULL ELSE %(currency)s END)
+   OR e.order_id IS DISTINCT FROM NULLIF(s.order_id, '')
+   OR e.properties IS NOT NULL
+ORDER BY 1
+"""
+
+_StoredContent = tuple[str | None, str, int, int | None, str | None, str | None, bool]
+
+
 class BulkLoader:
     """Loads column chunks into customers/events, one transaction per chunk."""
 
@@ -131,6 +167,80 @@ class BulkLoader:
         if self.postgres:
             return self._load_postgres(events, customers)
         return self._load_sqlite(events, customers)
+
+    def conflicts(self, events: EventColumns) -> list[int]:
+        """Rows whose event_id is already stored with different content (nothing is written)."""
+        with self.engine.connect() as connection:
+            return self._conflicting_rows(connection, events)
+
+    def _conflicting_rows(self, connection: Connection, events: EventColumns) -> list[int]:
+        ids = sorted({str(e) for e in events.event_id})
+        stored: dict[str, _StoredContent] = {}
+        columns = (
+            Event.event_id,
+            Customer.external_id,
+            Event.type,
+            Event.occurred_at,
+            Event.amount,
+            Event.currency,
+            Event.order_id,
+            Event.properties.is_not(None),
+        )
+        for start in range(0, len(ids), 10_000):
+            part = ids[start : start + 10_000]
+            query = select(*columns).outerjoin(Customer, Customer.id == Event.customer_id)
+            if self.postgres:
+                array = bindparam("ids", part, type_=postgresql.ARRAY(Event.event_id.type))
+                query = query.where(Event.event_id == any_(array))
+            else:
+                query = query.where(Event.event_id.in_(part))
+            for (
+                event_id,
+                customer,
+                kind,
+                occurred,
+                amount,
+                currency,
+                order,
+                props,
+            ) in connection.execute(query):
+                stored[event_id] = (
+                    customer,
+                    kind,
+                    _micros(occurred),
+                    None if amount is None else int(Decimal(amount).scaleb(2)),
+                    currency,
+                    order,
+                    bool(props),
+                )
+        if not stored:
+            return []
+        found = []
+        for index, (event_id, customer, kind, us, cents, order) in enumerate(
+            zip(
+                events.event_id.tolist(),
+                events.customer_external_id.tolist(),
+                events.type.tolist(),
+                events.occurred_at_us.tolist(),
+                events.amount_cents.tolist(),
+                events.order_id.tolist(),
+                strict=True,
+            )
+        ):
+            have = stored.get(event_id)
+            money = cents >= 0
+            offered = (
+                customer,
+                kind,
+                us,
+                cents if money else None,
+                self.currency if money else None,
+                order or None,
+                False,
+            )
+            if have is not None and have != offered:
+                found.append(index)
+        return found
 
     def load_all(
         self, chunks: Iterable[tuple[EventColumns, CustomerColumns | None]], workers: int = 2
@@ -183,6 +293,11 @@ class BulkLoader:
                         break
                 cursor.execute(_PG_EVENTS, {"currency": self.currency})
                 stats.events_created = max(cursor.rowcount, 0)
+                if stats.events_created < stats.events_seen:  # some ids were taken: by what?
+                    cursor.execute(_PG_STAGE_CONFLICTS, {"currency": self.currency})
+                    conflicting = [str(row[0]) for row in cursor.fetchall()]
+                    if conflicting:
+                        raise BulkConflict(conflicting)
             connection.commit()
         except BaseException:
             raw.rollback()
@@ -249,7 +364,16 @@ class BulkLoader:
             ]
             result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
             stats.events_created = max(result.rowcount, 0)
+            if stats.events_created < stats.events_seen:  # some ids were taken: by what?
+                conflicting = self._conflicting_rows(connection, events)
+                if conflicting:
+                    raise BulkConflict(sorted({str(events.event_id[i]) for i in conflicting}))
         return stats
+
+
+def _micros(moment: dt.datetime) -> int:
+    delta = moment.astimezone(dt.UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _scalar(row: Any) -> int:
