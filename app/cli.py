@@ -265,6 +265,29 @@ def _as_of(value: str) -> dt.datetime:
         raise typer.BadParameter(str(exc)) from exc
 
 
+@cli.command("data-quality")
+def data_quality(
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Events up to T (YYYY-MM-DD = end of day). Default: now.")
+    ] = "",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Report data-quality issues of the stored events: counts, shares and a few examples."""
+    from app.db import create_sync_engine
+    from app.quality.service import build_report, report_lines
+
+    settings = get_settings()
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as connection:
+            report = build_report(
+                connection, settings, _as_of(as_of) if as_of else dt.datetime.now(dt.UTC)
+            )
+    finally:
+        engine.dispose()
+    typer.echo(report.model_dump_json(indent=2) if json_output else "\n".join(report_lines(report)))
+
+
 class SplitMethod(StrEnum):
     hash = "hash"
     protocol_a = "protocol-a"
@@ -322,6 +345,10 @@ def train(
         currency=settings.currency,
     )
     engine = create_sync_engine(settings)
+    from app.quality.service import summary_lines  # data-quality summary, warnings on stderr
+
+    for line in summary_lines(engine, options.as_of, settings):
+        typer.secho(line, err=line.startswith("warning"), fg="yellow" if line[0] == "w" else None)
     try:
         result = run_training(engine, options)
     except TrainingFailed as exc:

@@ -25,6 +25,7 @@ from app.limits import BodyLimitMiddleware
 from app.observability import metrics
 from app.observability.health import ReadinessProbe
 from app.observability.middleware import RequestObservabilityMiddleware
+from app.quality.router import router as quality_router
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(features_router)
     app.include_router(scoring_router)
+    app.include_router(quality_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

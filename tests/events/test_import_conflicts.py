@@ -24,7 +24,7 @@ def amounts(settings: Settings) -> dict[str, Decimal | None]:
     with engine.connect() as connection:
         rows = connection.execute(select(Event.event_id, Event.amount)).all()
     engine.dispose()
-    return {event_id: amount for event_id, amount in rows}
+    return dict(rows)
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
@@ -46,7 +46,8 @@ def test_a_reused_event_id_with_other_content_is_refused_by_line(
     assert result.returncode != 0, result.stdout
     assert f"{second}:3" in result.stderr, result.stderr
     assert "e-1" in result.stderr
-    assert f"{second}:2" not in result.stderr and f"{second}:4" not in result.stderr
+    assert f"{second}:2" not in result.stderr
+    assert f"{second}:4" not in result.stderr
     assert "nothing was imported" in result.stderr
     assert amounts(target) == {"e-1": Decimal("10.50")}  # nothing of the file, e-1 untouched
 
@@ -87,7 +88,8 @@ def test_an_id_reused_inside_one_file_with_other_content_is_refused(
     )
     result = clv(settings, "import-transactions", str(log))
     assert result.returncode == 2
-    assert f"{log}:4" in result.stderr and "line 2" in result.stderr, result.stderr
+    assert f"{log}:4" in result.stderr, result.stderr
+    assert "line 2" in result.stderr
     assert totals(settings)[0] == 0
 
 
