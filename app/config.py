@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         description="Data-quality report: an event received this long after it occurred is late.",
     )
     quality_early_gap_days: float = Field(
-        default=365.0,
+        default=730.0,
         gt=0,
         description="Data-quality report: a customer's first event this long before the next "
         "one is flagged as dated far before the customer's other events.",

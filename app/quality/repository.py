@@ -69,6 +69,20 @@ JOIN ordered o ON o.customer_id = r.customer_id AND o.order_id = r.order_id
 JOIN customers c ON c.id = r.customer_id
 WHERE r.amount > o.amount
 """,
+    "negative_net_revenue": """
+SELECT c.external_id, NULL, NULL, m.first_at, m.refunded, NULL, m.ordered,
+       count(*) OVER () AS n, SUM(m.refunded - m.ordered) OVER () AS total,
+       m.first_at AS sort_at, c.external_id AS sort_key
+FROM (
+    SELECT customer_id, MIN(occurred_at) AS first_at,
+           SUM(CASE WHEN type = 'order' THEN amount ELSE 0 END) AS ordered,
+           SUM(CASE WHEN type = 'refund' THEN amount ELSE 0 END) AS refunded
+    FROM events
+    WHERE type IN ('order', 'refund') AND occurred_at <= :as_of
+    GROUP BY customer_id
+) m JOIN customers c ON c.id = m.customer_id
+WHERE m.refunded > m.ordered
+""",
     "zero_amount_orders": """
 SELECT c.external_id, e.event_id, e.order_id, e.occurred_at, e.amount, NULL, NULL,
        count(*) OVER () AS n, NULL AS total, e.occurred_at AS sort_at, e.event_id AS sort_key
@@ -149,6 +163,8 @@ SELECT
               WHERE o.customer_id = r.customer_id AND o.type = 'order'
                 AND o.order_id = r.order_id AND o.occurred_at <= :as_of)) p
     ) AS refunded_orders,
+    (SELECT count(DISTINCT customer_id) FROM events
+     WHERE type IN ('order', 'refund') AND occurred_at <= :as_of) AS paying_customers,
     (SELECT count(*) FROM customers) AS customers,
     (SELECT count(*) FROM (
         SELECT customer_id FROM events WHERE occurred_at <= :as_of

@@ -40,6 +40,13 @@ RULES = (
         "refunded_orders",
     ),
     Rule(
+        "negative_net_revenue",
+        "Customers whose refunds add up to more than their orders (by as_of): negative net "
+        "revenue, mostly from orphan refunds.",
+        "warning",
+        "paying_customers",
+    ),
+    Rule(
         "zero_amount_orders",
         "Orders with amount 0 (free orders, or a lost price).",
         "warning",

@@ -89,6 +89,7 @@ async def _plant(client: httpx.AsyncClient, settings: Settings) -> list[dict[str
 EXPECTED = {  # name: (count, population)
     "orphan_refunds": (2, 4),
     "refunds_exceeding_order": (1, 2),
+    "negative_net_revenue": (2, 8),  # orphan (0 - 10,000) and over (10 - 15): 10,005 in all
     "zero_amount_orders": (1, 9),
     "duplicate_orders": (1, 9),
     "early_events": (1, 5),  # customers with 2+ events: good, over, orphan, dup, early
@@ -133,6 +134,9 @@ async def test_every_planted_issue_is_counted_with_examples(
         "10.00",
     )
     assert checks["refunds_exceeding_order"]["amount"] == "5.00"
+    negative = checks["negative_net_revenue"]
+    assert negative["amount"] == "10005.00"
+    assert [e["customer_id"] for e in negative["examples"]] == ["orphan", "over"]
     dup = checks["duplicate_orders"]["examples"][0]
     assert dup["customer_id"] == "dup"
     assert dup["occurred_at"].startswith("2026-01-11T12:00:50")
