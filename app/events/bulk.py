@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, any_, bindparam, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.dialects import sqlite
 
 from app.customers.models import Customer
 from app.events.models import Event
@@ -170,10 +170,29 @@ class BulkLoader:
 
     def conflicts(self, events: EventColumns) -> list[int]:
         """Rows whose event_id is already stored with different content (nothing is written)."""
+        if self.postgres:  # compared in SQL: a re-import reads no stored rows into Python
+            raw = self.engine.raw_connection()
+            try:
+                connection = raw.driver_connection
+                assert connection is not None
+                with connection.cursor() as cursor:
+                    cursor.execute(_STAGE_DDL)
+                    with cursor.copy(
+                        "COPY stage_events (event_id, customer, type, occurred_us, amount_cents, "
+                        "order_id) FROM STDIN"
+                    ) as copy:
+                        copy.write(_event_lines(events))
+                    cursor.execute(_PG_STAGE_CONFLICTS, {"currency": self.currency})
+                    taken = {str(row[0]) for row in cursor.fetchall()}
+            finally:
+                raw.rollback()
+                raw.close()
+            return [i for i, e in enumerate(events.event_id.tolist()) if e in taken]
         with self.engine.connect() as connection:
             return self._conflicting_rows(connection, events)
 
     def _conflicting_rows(self, connection: Connection, events: EventColumns) -> list[int]:
+        """SQLite: stored rows read back and compared in Python."""
         ids = sorted({str(e) for e in events.event_id})
         stored: dict[str, _StoredContent] = {}
         columns = (
@@ -188,12 +207,11 @@ class BulkLoader:
         )
         for start in range(0, len(ids), 10_000):
             part = ids[start : start + 10_000]
-            query = select(*columns).outerjoin(Customer, Customer.id == Event.customer_id)
-            if self.postgres:
-                array = bindparam("ids", part, type_=postgresql.ARRAY(Event.event_id.type))
-                query = query.where(Event.event_id == any_(array))
-            else:
-                query = query.where(Event.event_id.in_(part))
+            query = (
+                select(*columns)
+                .outerjoin(Customer, Customer.id == Event.customer_id)
+                .where(Event.event_id.in_(part))
+            )
             for (
                 event_id,
                 customer,
