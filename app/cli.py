@@ -165,7 +165,7 @@ def import_transactions(
 ) -> None:
     """Bulk-load a transaction log as order events (idempotent: a re-import adds nothing)."""
     from app.db import create_sync_engine
-    from app.events.bulk import BulkLoader, EventColumns, LoadStats
+    from app.events.bulk import BulkConflict, BulkLoader, EventColumns, LoadStats
     from app.events.transactions import TransactionLogError, read_cdnow, read_csv
 
     settings = get_settings()
@@ -175,22 +175,42 @@ def import_transactions(
             return read_cdnow(path)
         return read_csv(path, settings.currency)
 
-    try:
-        total = sum(len(c) for c in chunks())  # validates every line before anything is stored
-    except TransactionLogError as exc:
-        raise _fail(f"{exc} (nothing was imported)") from exc
     engine = create_sync_engine(settings)
     loader = BulkLoader(engine, settings.currency)
+    conflicts: list[str] = []
+    try:
+        # Validates every line, and finds ids stored with other content, before storing anything.
+        total = 0
+        for columns in chunks():
+            total += len(columns)
+            conflicts += [
+                f"{path}:{columns.line(i)}: event_id {columns.event_id[i]!r} is already stored "
+                "with different content; event ids are idempotency keys and cannot be reused"
+                for i in loader.conflicts(columns)
+            ]
+    except TransactionLogError as exc:
+        engine.dispose()
+        raise _fail(f"{exc} (nothing was imported)") from exc
+    if conflicts:
+        engine.dispose()
+        for line in conflicts[:20]:
+            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        more = f" ({len(conflicts) - 20} more not shown)" if len(conflicts) > 20 else ""
+        raise _fail(f"{len(conflicts)} conflicting line(s){more}; nothing was imported")
     done = LoadStats()
     started = time.perf_counter()
-    with tqdm(total=total, unit="ev", desc="importing", file=sys.stderr, disable=None) as bar:
-        for stats in loader.load_all((columns, None) for columns in chunks()):
-            done.events_seen += stats.events_seen
-            done.events_created += stats.events_created
-            done.customers_created += stats.customers_created
-            bar.update(stats.events_seen)
+    try:
+        with tqdm(total=total, unit="ev", desc="importing", file=sys.stderr, disable=None) as bar:
+            for stats in loader.load_all((columns, None) for columns in chunks()):
+                done.events_seen += stats.events_seen
+                done.events_created += stats.events_created
+                done.customers_created += stats.customers_created
+                bar.update(stats.events_seen)
+    except BulkConflict as exc:  # written by another client since the check: that chunk is undone
+        raise _fail(f"{exc}; {done.events_created} events of earlier chunks were imported") from exc
+    finally:
+        engine.dispose()
     elapsed = time.perf_counter() - started
-    engine.dispose()
     typer.echo(
         f"imported {done.events_created} new events ({done.events_skipped} already stored), "
         f"{done.customers_created} new customers, in {elapsed:.2f} s "
@@ -255,6 +275,29 @@ def _as_of(value: str) -> dt.datetime:
         ) from exc
 
 
+@cli.command("data-quality")
+def data_quality(
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Events up to T (YYYY-MM-DD = end of day). Default: now.")
+    ] = "",
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Report data-quality issues of the stored events: counts, shares and a few examples."""
+    from app.db import create_sync_engine
+    from app.quality.service import build_report, report_lines
+
+    settings = get_settings()
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as connection:
+            report = build_report(
+                connection, settings, _as_of(as_of) if as_of else dt.datetime.now(dt.UTC)
+            )
+    finally:
+        engine.dispose()
+    typer.echo(report.model_dump_json(indent=2) if json_output else "\n".join(report_lines(report)))
+
+
 class SplitMethod(StrEnum):
     hash = "hash"
     protocol_a = "protocol-a"
@@ -312,6 +355,10 @@ def train(
         currency=settings.currency,
     )
     engine = create_sync_engine(settings)
+    from app.quality.service import summary_lines  # data-quality summary, warnings on stderr
+
+    for line in summary_lines(engine, options.as_of, settings):
+        typer.secho(line, err=line.startswith("warning"), fg="yellow" if line[0] == "w" else None)
     try:
         result = run_training(engine, options)
     except TrainingFailed as exc:

@@ -131,6 +131,24 @@ class Settings(BaseSettings):
         description="Several workers: how long a new worker may take to start (SIGHUP replaces "
         "workers one by one and waits for each) or a worker may go silent before it is replaced.",
     )
+    quality_late_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Data-quality report: an event received this long after it occurred is late.",
+    )
+    quality_early_gap_days: float = Field(
+        default=730.0,
+        gt=0,
+        description="Data-quality report: a customer's first event this long before the next "
+        "one is flagged as dated far before the customer's other events.",
+    )
+    quality_warn_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Data-quality report: a problem above this share of its population is large "
+        "(`clv train` warns about it).",
+    )
 
     @field_validator("value_tier_percentiles")
     @classmethod

@@ -31,6 +31,7 @@ from app.observability.health import (
     ReadinessProbe,
 )
 from app.observability.middleware import RequestObservabilityMiddleware
+from app.quality.router import router as quality_router
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(features_router)
     app.include_router(scoring_router)
+    app.include_router(quality_router)
 
     @app.get("/", include_in_schema=False)
     async def landing() -> RedirectResponse:

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.dialects import sqlite
 
 from app.customers.models import Customer
@@ -47,9 +48,25 @@ class EventColumns:
     occurred_at_us: np.ndarray  # int64 µs since the Unix epoch, UTC
     amount_cents: np.ndarray  # int64
     order_id: np.ndarray
+    source_line: np.ndarray | None = None  # int64 line numbers in the file read, if any
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    def line(self, index: int) -> int | None:
+        """The file line of row `index`, when the columns came from a file."""
+        return None if self.source_line is None else int(self.source_line[index])
+
+
+class BulkConflict(Exception):
+    """Event ids already stored with other content (ids are idempotency keys, never reused)."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        super().__init__(
+            f"{len(event_ids)} event id(s) already stored with different content: "
+            + ", ".join(repr(e) for e in event_ids[:5])
+        )
+        self.event_ids = event_ids
 
 
 @dataclass
@@ -91,6 +108,19 @@ SELECT DISTINCT customer FROM stage_events ORDER BY 1
 ON CONFLICT (external_id) DO NOTHING
 """
 
+# Holds off an erasure of these customers until the chunk commits (erasure row-locks the
+# customer FOR UPDATE), as `ensure_customers` and the scoring repository do. A customer erased
+# between our insert and this lock is missing from the count: it is created again and locked.
+_PG_LOCK_CUSTOMERS = """
+SELECT count(*) FROM (
+    SELECT c.id FROM customers c
+    WHERE c.external_id IN (SELECT customer FROM stage_events)
+    ORDER BY c.external_id
+    FOR KEY SHARE OF c
+) AS locked
+"""
+_PG_STAGED_CUSTOMERS = "SELECT count(DISTINCT customer) FROM stage_events"
+
 _PG_EVENTS = """
 INSERT INTO events (event_id, customer_id, type, occurred_at, amount, currency, order_id)
 SELECT s.event_id, c.id, s.type,
@@ -102,6 +132,26 @@ FROM stage_events s JOIN customers c ON c.external_id = s.customer
 ORDER BY s.event_id
 ON CONFLICT (event_id) DO NOTHING
 """
+
+
+# Stage rows whose event_id is stored with other content (what the API answers 409 for).
+_PG_STAGE_CONFLICTS = """
+SELECT DISTINCT s.event_id
+FROM stage_events s
+JOIN events e ON e.event_id = s.event_id
+LEFT JOIN customers c ON c.id = e.customer_id
+WHERE c.external_id IS DISTINCT FROM s.customer
+   OR e.type <> s.type
+   OR e.occurred_at <> timestamptz 'epoch' + s.occurred_us * interval '1 microsecond'
+   OR e.amount IS DISTINCT FROM
+      (CASE WHEN s.amount_cents < 0 THEN NULL ELSE s.amount_cents / 100.0 END)
+   OR e.currency IS DISTINCT FROM (CASE WHEN s.amount_cents < 0 THEN NULL ELSE %(currency)s END)
+   OR e.order_id IS DISTINCT FROM NULLIF(s.order_id, '')
+   OR e.properties IS NOT NULL
+ORDER BY 1
+"""
+
+_StoredContent = tuple[str | None, str, int, int | None, str | None, str | None, bool]
 
 
 class BulkLoader:
@@ -117,6 +167,98 @@ class BulkLoader:
         if self.postgres:
             return self._load_postgres(events, customers)
         return self._load_sqlite(events, customers)
+
+    def conflicts(self, events: EventColumns) -> list[int]:
+        """Rows whose event_id is already stored with different content (nothing is written)."""
+        if self.postgres:  # compared in SQL: a re-import reads no stored rows into Python
+            raw = self.engine.raw_connection()
+            try:
+                connection = raw.driver_connection
+                assert connection is not None
+                with connection.cursor() as cursor:
+                    cursor.execute(_STAGE_DDL)
+                    with cursor.copy(
+                        "COPY stage_events (event_id, customer, type, occurred_us, amount_cents, "
+                        "order_id) FROM STDIN"
+                    ) as copy:
+                        copy.write(_event_lines(events))
+                    cursor.execute(_PG_STAGE_CONFLICTS, {"currency": self.currency})
+                    taken = {str(row[0]) for row in cursor.fetchall()}
+            finally:
+                raw.rollback()
+                raw.close()
+            return [i for i, e in enumerate(events.event_id.tolist()) if e in taken]
+        with self.engine.connect() as connection:
+            return self._conflicting_rows(connection, events)
+
+    def _conflicting_rows(self, connection: Connection, events: EventColumns) -> list[int]:
+        """SQLite: stored rows read back and compared in Python."""
+        ids = sorted({str(e) for e in events.event_id})
+        stored: dict[str, _StoredContent] = {}
+        columns = (
+            Event.event_id,
+            Customer.external_id,
+            Event.type,
+            Event.occurred_at,
+            Event.amount,
+            Event.currency,
+            Event.order_id,
+            Event.properties.is_not(None),
+        )
+        for start in range(0, len(ids), 10_000):
+            part = ids[start : start + 10_000]
+            query = (
+                select(*columns)
+                .outerjoin(Customer, Customer.id == Event.customer_id)
+                .where(Event.event_id.in_(part))
+            )
+            for (
+                event_id,
+                customer,
+                kind,
+                occurred,
+                amount,
+                currency,
+                order,
+                props,
+            ) in connection.execute(query):
+                stored[event_id] = (
+                    customer,
+                    kind,
+                    _micros(occurred),
+                    None if amount is None else int(Decimal(amount).scaleb(2)),
+                    currency,
+                    order,
+                    bool(props),
+                )
+        if not stored:
+            return []
+        found = []
+        for index, (event_id, customer, kind, us, cents, order) in enumerate(
+            zip(
+                events.event_id.tolist(),
+                events.customer_external_id.tolist(),
+                events.type.tolist(),
+                events.occurred_at_us.tolist(),
+                events.amount_cents.tolist(),
+                events.order_id.tolist(),
+                strict=True,
+            )
+        ):
+            have = stored.get(event_id)
+            money = cents >= 0
+            offered = (
+                customer,
+                kind,
+                us,
+                cents if money else None,
+                self.currency if money else None,
+                order or None,
+                False,
+            )
+            if have is not None and have != offered:
+                found.append(index)
+        return found
 
     def load_all(
         self, chunks: Iterable[tuple[EventColumns, CustomerColumns | None]], workers: int = 2
@@ -159,10 +301,21 @@ class BulkLoader:
                     "FROM STDIN"
                 ) as copy:
                     copy.write(_event_lines(events))
-                cursor.execute(_PG_CUSTOMERS_FROM_EVENTS)
-                stats.customers_created += max(cursor.rowcount, 0)
+                cursor.execute(_PG_STAGED_CUSTOMERS)
+                wanted = _scalar(cursor.fetchone())
+                while True:
+                    cursor.execute(_PG_CUSTOMERS_FROM_EVENTS)
+                    stats.customers_created += max(cursor.rowcount, 0)
+                    cursor.execute(_PG_LOCK_CUSTOMERS)
+                    if _scalar(cursor.fetchone()) == wanted:
+                        break
                 cursor.execute(_PG_EVENTS, {"currency": self.currency})
                 stats.events_created = max(cursor.rowcount, 0)
+                if stats.events_created < stats.events_seen:  # some ids were taken: by what?
+                    cursor.execute(_PG_STAGE_CONFLICTS, {"currency": self.currency})
+                    conflicting = [str(row[0]) for row in cursor.fetchall()]
+                    if conflicting:
+                        raise BulkConflict(conflicting)
             connection.commit()
         except BaseException:
             raw.rollback()
@@ -229,7 +382,21 @@ class BulkLoader:
             ]
             result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
             stats.events_created = max(result.rowcount, 0)
+            if stats.events_created < stats.events_seen:  # some ids were taken: by what?
+                conflicting = self._conflicting_rows(connection, events)
+                if conflicting:
+                    raise BulkConflict(sorted({str(events.event_id[i]) for i in conflicting}))
         return stats
+
+
+def _micros(moment: dt.datetime) -> int:
+    delta = moment.astimezone(dt.UTC) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _scalar(row: Any) -> int:
+    assert row is not None
+    return int(row[0])
 
 
 def _copy_text(value: str) -> str:

@@ -131,19 +131,17 @@ async def post_event_batch(
     """Store up to `CLV_MAX_BATCH_EVENTS` events in one transaction; each item is created, duplicate or rejected on its own. With `score=true`, predictions for the customers of the stored items."""
     if score:
         require_scope(principal, Scope.predictions_read)
-    result = await EventService(session, settings).ingest_batch(batch.events)
+    outcome = await EventService(session, settings).ingest_batch_events(batch.events)
+    result = outcome.result
     if score:
         registry: ModelRegistry = request.app.state.registry
-        stored = [
-            item
-            for item, r in zip(batch.events, result.results, strict=True)
-            if r.status != "rejected"
-        ]
-        customers = list(dict.fromkeys(item["customer_id"] for item in stored))
+        # The validated events, never the raw items: the validator accepts spellings
+        # (a lowercase `z`, 9 fraction digits) that datetime.fromisoformat refuses.
+        stored = outcome.accepted
+        customers = list(dict.fromkeys(item.customer_id for item in stored))
         # As of the latest stored event when it is ahead of our clock (within the allowed skew).
         as_of = max(
-            [dt.datetime.now(dt.UTC)]
-            + [dt.datetime.fromisoformat(item["occurred_at"]).astimezone(dt.UTC) for item in stored]
+            [dt.datetime.now(dt.UTC)] + [item.occurred_at.astimezone(dt.UTC) for item in stored]
         )
         try:
             service = PredictionService(session, settings, registry.active)

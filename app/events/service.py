@@ -103,6 +103,14 @@ class Stored:
     event: StoredEvent
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A batch's answer and the validated events it accepted (created or duplicate), in order."""
+
+    result: EventBatchResult
+    accepted: list[EventIn]
+
+
 class EventService:
     """Stores events idempotently; the request's session commits."""
 
@@ -138,6 +146,10 @@ class EventService:
 
     async def ingest_batch(self, items: Sequence[Any]) -> EventBatchResult:
         """Validate each item on its own; store the valid ones in one transaction."""
+        return (await self.ingest_batch_events(items)).result
+
+    async def ingest_batch_events(self, items: Sequence[Any]) -> BatchOutcome:
+        """`ingest_batch`, also returning the validated events that were stored (or duplicates)."""
         if len(items) > self.settings.max_batch_events:
             raise InvalidInput(
                 f"a batch holds at most {self.settings.max_batch_events} events, got {len(items)}",
@@ -199,12 +211,17 @@ class EventService:
             (items[r.index].get("type") if isinstance(items[r.index], dict) else None, r.status)
             for r in final
         )
-        return EventBatchResult(
+        result = EventBatchResult(
             created=sum(r.status == "created" for r in final),
             duplicates=sum(r.status == "duplicate" for r in final),
             rejected=sum(r.status == "rejected" for r in final),
             results=final,
         )
+        by_id = {event.event_id: event for _, event in valid}
+        accepted = [
+            by_id[r.event_id] for r in final if r.status != "rejected" and r.event_id is not None
+        ]
+        return BatchOutcome(result, accepted)
 
     async def store(self, events: Sequence[EventIn]) -> list[Stored]:
         """Insert events with distinct ids; classify those whose id was already stored."""

@@ -30,9 +30,12 @@ def _us(moment: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _columns(rows: list[tuple[str, str, str, int, int, str]]) -> EventColumns:
-    event_id, customer, kind, occurred, cents, order = (
-        zip(*rows, strict=True) if rows else ((),) * 6
+_Row = tuple[str, str, str, int, int, str, int]  # ..., line number in the file
+
+
+def _columns(rows: list[_Row]) -> EventColumns:
+    event_id, customer, kind, occurred, cents, order, line = (
+        zip(*rows, strict=True) if rows else ((),) * 7
     )
     return EventColumns(
         event_id=np.array(event_id, dtype=object),
@@ -41,6 +44,7 @@ def _columns(rows: list[tuple[str, str, str, int, int, str]]) -> EventColumns:
         occurred_at_us=np.array(occurred, dtype=np.int64),
         amount_cents=np.array(cents, dtype=np.int64),
         order_id=np.array(order, dtype=object),
+        source_line=np.array(line, dtype=np.int64),
     )
 
 
@@ -52,7 +56,7 @@ def read_cdnow(path: Path, chunk_rows: int = 25_000) -> Iterator[EventColumns]:
     """
     seen: Counter[tuple[str, str]] = Counter()
     day_us: dict[str, int] = {}  # ~600 distinct days: parse each once
-    rows: list[tuple[str, str, str, int, int, str]] = []
+    rows: list[_Row] = []
     with path.open() as handle:
         for number, line in enumerate(handle, start=1):
             parts = line.split()
@@ -75,7 +79,7 @@ def read_cdnow(path: Path, chunk_rows: int = 25_000) -> Iterator[EventColumns]:
             key = (customer, day)
             k = seen[key]
             seen[key] = k + 1
-            rows.append((f"cdnow:{customer}:{day}:{k}", customer, "order", when, cents, ""))
+            rows.append((f"cdnow:{customer}:{day}:{k}", customer, "order", when, cents, "", number))
             if len(rows) >= chunk_rows:
                 yield _columns(rows)
                 rows = []
@@ -112,7 +116,8 @@ def read_csv(path: Path, currency: str, chunk_rows: int = 25_000) -> Iterator[Ev
     time and amount plus a counter for identical lines, so re-imports are no-ops.
     """
     seen: Counter[tuple[str, int, int, str]] = Counter()
-    rows: list[tuple[str, str, str, int, int, str]] = []
+    given: dict[str, tuple[int, tuple[str, str, int, int, str]]] = {}  # explicit ids: line, content
+    rows: list[_Row] = []
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"customer_id", "occurred_at", "amount"} - set(reader.fieldnames or [])
@@ -158,6 +163,13 @@ def read_csv(path: Path, currency: str, chunk_rows: int = 25_000) -> Iterator[Ev
                     raise TransactionLogError(
                         f"{where}: event_id {event_id!r} must be 1-128 of [A-Za-z0-9._:@-]"
                     )
+                content = (customer, kind, _us(when), cents, order)
+                first = given.setdefault(event_id, (reader.line_num, content))
+                if first[1] != content:
+                    raise TransactionLogError(
+                        f"{where}: event_id {event_id!r} was used on line {first[0]} for "
+                        "different content; event ids are idempotency keys"
+                    )
             else:
                 key = (customer, _us(when), cents, order)
                 k = seen[key]
@@ -166,7 +178,7 @@ def read_csv(path: Path, currency: str, chunk_rows: int = 25_000) -> Iterator[Ev
                     f"{customer}|{key[1]}|{cents}|{order}|{kind}|{k}".encode()
                 ).hexdigest()
                 event_id = f"csv:{digest[:40]}"
-            rows.append((event_id, customer, kind, _us(when), cents, order))
+            rows.append((event_id, customer, kind, _us(when), cents, order, reader.line_num))
             if len(rows) >= chunk_rows:
                 yield _columns(rows)
                 rows = []

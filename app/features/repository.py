@@ -127,10 +127,14 @@ _DIALECT = {
         "cents": "(e.amount * 100)::bigint",
         "epoch": "EXTRACT(EPOCH FROM {})::float8",
     },
+    # Instants are 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text. julianday() rounds them to the
+    # millisecond (23:59:59.9996 would be the next day), so days come from the date part alone
+    # and epochs from exact integer microseconds, divided once: the double Postgres produces.
     "sqlite": {
-        "day": "CAST(julianday(e.occurred_at) - 2440587.5 AS INTEGER)",
+        "day": "CAST(julianday(substr(e.occurred_at, 1, 10)) - 2440587.5 AS INTEGER)",
         "cents": "CAST(ROUND(e.amount * 100) AS INTEGER)",
-        "epoch": "((julianday({}) - 2440587.5) * 86400.0)",
+        "epoch": "((CAST(strftime('%s', substr({0}, 1, 19)) AS INTEGER) * 1000000"
+        " + CAST(substr({0}, 21, 6) AS INTEGER)) / 1000000.0)",
     },
 }
 
