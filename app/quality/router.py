@@ -9,7 +9,7 @@ from app.auth.dependencies import Admin
 from app.config import SettingsDep
 from app.db import SessionDep
 from app.errors import problem_responses
-from app.features.router import AsOfQuery, resolve_as_of
+from app.features.as_of import AsOfQuery, resolve_as_of
 from app.quality.schemas import DataQualityReport
 from app.quality.service import build_report
 
@@ -26,7 +26,7 @@ async def get_data_quality(
     _auth: Admin, session: SessionDep, settings: SettingsDep, as_of: AsOfQuery = None
 ) -> DataQualityReport:
     """Counts, shares and examples of orphan refunds, over-refunded orders, zero-amount and duplicate orders, far-early, future, late and customer-less events, money events without order_id and customers without events."""
-    moment = resolve_as_of(as_of)
+    moment = resolve_as_of(as_of, max_skew=settings.max_future_skew)
 
     def run(sync: Session) -> DataQualityReport:
         return build_report(sync.connection(), settings, moment)
