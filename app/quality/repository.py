@@ -120,7 +120,7 @@ WHERE k = 1 AND next_at IS NOT NULL AND {seconds_occurred_to_next} > :early_gap_
 SELECT c.external_id, e.event_id, e.order_id, e.occurred_at, e.amount, NULL, NULL,
        count(*) OVER () AS n, NULL AS total, e.occurred_at AS sort_at, e.event_id AS sort_key
 FROM events e JOIN customers c ON c.id = e.customer_id
-WHERE e.occurred_at <= :as_of AND {seconds_received_to_occurred} > :future_skew_seconds
+WHERE e.received_at <= :as_of AND {seconds_received_to_occurred} > :future_skew_seconds
 """,
     "late_events": """
 SELECT c.external_id, e.event_id, e.order_id, e.occurred_at, e.amount, NULL, NULL,
