@@ -372,6 +372,84 @@ def score(
     )
 
 
+@cli.command()
+def backtest(
+    last_origin: Annotated[
+        str,
+        typer.Option("--last-origin", help="The latest origin (YYYY-MM-DD = end of that UTC day)."),
+    ],
+    origins: Annotated[int, typer.Option(min=1, help="How many origins.")] = 4,
+    step_days: Annotated[int, typer.Option(min=1, help="Days between origins.")] = 30,
+    clv_horizon_days: Annotated[int, typer.Option(min=1, help="CLV horizon H1 (days).")] = 365,
+    churn_horizon_days: Annotated[int, typer.Option(min=1, help="Churn horizon H2 (days).")] = 90,
+    seed: Annotated[int, typer.Option(help="Training seed at every origin.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Training threads (default: all cores).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full result as JSON here.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML page here.")
+    ] = None,
+    no_bg_nbd: Annotated[
+        bool, typer.Option("--no-bg-nbd", help="Skip the BG/NBD + Gamma-Gamma baseline.")
+    ] = False,
+    allow_partial_window: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-window", help="Allow label windows past the last stored order."
+        ),
+    ] = False,
+) -> None:
+    """Rolling-origin out-of-time backtest: train at each origin, score the next H days, vs baselines."""
+    import json
+
+    from app.db import create_sync_engine
+    from app.training.backtest import (
+        BacktestError,
+        BacktestOptions,
+        origin_table,
+        run_backtest,
+        text_table,
+        write_html,
+    )
+
+    settings = get_settings()
+    options = BacktestOptions(
+        last_origin=_as_of(last_origin),
+        origins=origins,
+        step_days=step_days,
+        clv_horizon_days=clv_horizon_days,
+        churn_horizon_days=churn_horizon_days,
+        seed=seed,
+        threads=threads or os.cpu_count() or 1,
+        currency=settings.currency,
+        bg_nbd=not no_bg_nbd,
+        allow_partial_window=allow_partial_window,
+    )
+    engine = create_sync_engine(settings)
+    try:
+        result = run_backtest(
+            engine,
+            options,
+            on_origin=lambda entry: typer.echo("\n".join(origin_table(entry)), err=True),
+        )
+    except BacktestError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    typer.echo(text_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        typer.echo(f"JSON: {json_out}")
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        write_html(html_out, result)
+        typer.echo(f"HTML: {html_out}")
+
+
 keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 
