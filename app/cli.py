@@ -450,6 +450,63 @@ def backtest(
         typer.echo(f"HTML: {html_out}")
 
 
+@cli.command()
+def reproduce(
+    directory: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="An artifact, e.g. models/<version>."),
+    ],
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Retrain with this many threads instead.")
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Also accept differing bytes when every prediction is within this."
+        ),
+    ] = None,
+) -> None:
+    """Retrain a model from its manifest on this database; exit 1 unless the result is the same."""
+    from app.db import create_sync_engine
+    from app.training.reproduce import ReproduceError
+    from app.training.reproduce import reproduce as run_reproduce
+    from app.training.train import TrainingFailed
+
+    engine = create_sync_engine(get_settings())
+    try:
+        report = run_reproduce(engine, directory, threads=threads)
+    except (ReproduceError, TrainingFailed) as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"retrained {directory} with {report.options}")
+    for check in report.files:
+        state = "identical" if check.identical else "DIFFERENT"
+        typer.echo(
+            f"  {check.name:<11} {state:<9} original {check.expected[:16]}  retrained {check.actual[:16]}"
+        )
+    if report.data_same is None:
+        typer.echo("  data: not recorded in the manifest")
+    else:
+        typer.echo(f"  data: {'the same' if report.data_same else 'DIFFERENT'}")
+    for line in report.data_differences:
+        typer.echo(f"    {line}")
+    if report.max_clv_diff is not None:
+        typer.echo(
+            f"  predictions for {report.rows_compared:,} customers: max |CLV diff| "
+            f"{report.max_clv_diff:.3g}, max |churn diff| {report.max_churn_diff:.3g}"
+        )
+    for line in report.notes + [f"ignored option {o}" for o in report.ignored_options]:
+        typer.echo(f"  {line}")
+    if report.identical:
+        typer.echo("reproduced: bit-identical clv.onnx and churn.onnx")
+    elif report.matches(tolerance):
+        typer.echo(f"reproduced within {tolerance}: bytes differ, every prediction agrees")
+    else:
+        typer.echo("NOT reproduced: the retrained model differs")
+        raise typer.Exit(code=1)
+
+
 keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

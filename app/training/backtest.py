@@ -290,7 +290,8 @@ def check_windows(engine: Engine, options: BacktestOptions) -> None:
         )
     horizon = max(options.clv_horizon_days, options.churn_horizon_days)
     window_end = origins[-1] + dt.timedelta(days=horizon)
-    if window_end > extent.last and not options.allow_partial_window:
+    # By calendar day: a log that ends at noon on its last day still covers a window ending that day.
+    if window_end.date() > extent.last.date() and not options.allow_partial_window:
         latest = extent.last - dt.timedelta(days=horizon)
         raise BacktestError(
             f"the last origin's {horizon}-day window ends {window_end:%Y-%m-%d}, after the last stored "
