@@ -270,9 +270,12 @@ def train(
         SplitMethod, typer.Option(help="hash, or protocol-a (PROTOCOL.md test half).")
     ] = SplitMethod.hash,
     stack: Annotated[
-        int, typer.Option(min=1, help="Stacked cutoffs per target (1 = no stacking).")
-    ] = 7,
-    stack_step_days: Annotated[int, typer.Option(min=1, help="Days between stacked cutoffs.")] = 30,
+        int,
+        typer.Option(min=1, help="Stacked cutoffs per target, spread over the history (1 = none)."),
+    ] = 8,
+    stack_step_days: Annotated[
+        int, typer.Option(min=1, help="Least days between stacked cutoffs.")
+    ] = 30,
     seed: Annotated[int, typer.Option(help="Seed for boosting and the validation slice.")] = 0,
     force: Annotated[
         bool, typer.Option("--force", help="Promote even if worse than current.")
@@ -308,16 +311,10 @@ def train(
         raise _fail(str(exc)) from exc
     finally:
         engine.dispose()
-    m = result.manifest
-    width = max(len(name) for name in m.metrics)
+    from app.training.reporting import metrics_table
+
     typer.echo(f"artifact {result.directory}  (report: {result.directory / 'report.html'})")
-    typer.echo(f"{'holdout':<{width}}  gini   spearman  bias   auc    brier")
-    for name, values in m.metrics.items():
-        brier = f"{values['brier']:.4f}" if "brier" in values else "  -   "
-        typer.echo(
-            f"{name:<{width}}  {values['gini']:.4f} {values['spearman']:.4f}    "
-            f"{values['bias']:.3f}  {values['auc']:.4f} {brier}"
-        )
+    typer.echo(metrics_table(result.manifest))
     typer.echo(result.reason)
     if not result.promoted:
         raise typer.Exit(code=3)
