@@ -22,6 +22,8 @@ def to_onnx(booster: xgb.Booster, n_features: int, path: Path) -> None:
     """Convert a booster (trained on unnamed features f0..fN) and write it to `path`."""
     model = convert_xgboost(
         booster,
+        # A fixed graph name: onnxmltools would pick a random uuid4, and the bytes would differ.
+        name=path.stem,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
     )
