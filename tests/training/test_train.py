@@ -101,7 +101,8 @@ def test_artifact_directory_is_complete(first_model: TrainResult) -> None:
     assert cutoffs[0] == dt.date(2026, 1, 1)
     assert len(cutoffs) == 2
     assert cutoffs[1] < dt.date(2024, 1, 1)
-    assert manifest.data["events"] > 0 and manifest.data["content_sha256"]
+    assert manifest.data["events"] > 0
+    assert manifest.data["content_sha256"]
     assert set(manifest.feature_ranges) == set(FEATURE_NAMES)
     assert manifest.training["clv_params"]["monotone_constraints"].count("-1") == 3
     assert "<svg" in (directory / "report.html").read_text()
