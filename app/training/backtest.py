@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import html
+import inspect
 import io
 import math
 import os
@@ -89,6 +90,7 @@ class MethodScores:
     churn_probability: np.ndarray | None = None
     error: str | None = None
     notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Trainer = Callable[[Engine, TrainOptions], TrainResult]
@@ -190,31 +192,52 @@ def _no_purchase_probability(
     return np.where(has_orders, np.clip(np.nan_to_num(probability, nan=1.0), 0.0, 1.0), 1.0)
 
 
+#: BG/NBD + GG is fitted without a penalizer (PROTOCOL.md); only when that does not converge are
+#: these tried, in order, and the one that fitted is reported beside the figures.
+FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)
+
+
 def bg_nbd_baseline(features: np.ndarray, options: BacktestOptions) -> MethodScores:
-    """BG/NBD + Gamma-Gamma fitted at the origin on the same customers; failures are reported."""
-    captured = io.StringIO()
-    try:
-        # lifetimes/scipy print optimiser dumps on failure: keep them out of the table.
-        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitted = baselines.bg_nbd_gamma_gamma(
-                features, features, options.clv_horizon_days, options.churn_horizon_days
-            )
-            if fitted is None:
-                return MethodScores(None, None, error="lifetimes is not installed (extra `bench`)")
-            probability = _no_purchase_probability(
-                fitted.parameters, features, options.churn_horizon_days
-            )
-    except Exception as exc:  # any failure of an optional comparison is reported, not raised
-        message = " ".join(str(exc).split())[:300]
-        return MethodScores(None, None, error=f"{type(exc).__name__}: {message}")
-    params = ", ".join(f"{k}={v:.4g}" for k, v in sorted(fitted.parameters.items()))
-    return MethodScores(
-        clv=fitted.clv,
-        churn_score=fitted.churn_score,
-        churn_probability=probability,
-        notes=f"lifetimes, fitted at the origin on these customers: {params}",
-    )
+    """BG/NBD + Gamma-Gamma fitted at the origin on the same customers; failures are reported.
+
+    Without a penalizer first; if that fails and `baselines.bg_nbd_gamma_gamma` takes a
+    `penalizer_coef`, with the fallback penalizers. Every failed attempt is named in the result.
+    """
+    takes_penalizer = "penalizer_coef" in inspect.signature(baselines.bg_nbd_gamma_gamma).parameters
+    failures: list[str] = []
+    for penalizer in (0.0, *(FALLBACK_PENALIZERS if takes_penalizer else ())):
+        keyword = {"penalizer_coef": penalizer} if penalizer else {}
+        try:
+            # lifetimes/scipy print optimiser dumps on failure: keep them out of the table.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fitted = baselines.bg_nbd_gamma_gamma(
+                    features,
+                    features,
+                    options.clv_horizon_days,
+                    options.churn_horizon_days,
+                    **keyword,
+                )
+                if fitted is None:
+                    return MethodScores(
+                        None, None, error="lifetimes is not installed (extra `bench`)"
+                    )
+                probability = _no_purchase_probability(
+                    fitted.parameters, features, options.churn_horizon_days
+                )
+        except Exception as exc:  # any failure of an optional comparison is reported, not raised
+            message = " ".join(str(exc).split())[:200]
+            failures.append(f"penalizer {penalizer:g}: {type(exc).__name__}: {message}")
+            continue
+        params = ", ".join(f"{k}={v:.4g}" for k, v in sorted(fitted.parameters.items()))
+        return MethodScores(
+            clv=fitted.clv,
+            churn_score=fitted.churn_score,
+            churn_probability=probability,
+            notes=f"lifetimes, fitted at the origin on these customers: {params}",
+            extra={"penalizer": penalizer, "failed_fits": failures},
+        )
+    return MethodScores(None, None, error="; ".join(failures))
 
 
 def _features_at(engine: Engine, origin: dt.datetime) -> FeatureMatrix:
@@ -340,6 +363,7 @@ def run_origin(
         methods[name] = {
             "status": "ok",
             "notes": scores.notes,
+            **scores.extra,
             **method_metrics(clv_actual, churned, scores),
         }
     entry["methods"] = methods
@@ -373,6 +397,7 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
     worst: dict[str, Any] | None = None
     bias_misses: list[dict[str, Any]] = []
     failed: list[str] = []
+    fitted_with: list[str] = []
     for e in entries:
         methods = e["methods"]
         model = methods.get("model", {})
@@ -382,6 +407,12 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
         bias = model.get("bias")
         if bias is not None and abs(bias - 1.0) > BIAS_TOLERANCE:
             bias_misses.append({"origin": e["origin"], "bias": bias})
+        penalized = methods.get("bg_nbd_gamma_gamma", {})
+        if penalized.get("status") == "ok" and penalized.get("penalizer"):
+            fitted_with.append(
+                f"BG/NBD + Gamma-Gamma at {e['origin'][:10]} fitted only with penalizer "
+                f"{penalized['penalizer']:g} ({'; '.join(penalized['failed_fits'])})"
+            )
         for name in METHODS[1:]:
             base = methods.get(name, {})
             if base.get("status") != "ok":
@@ -422,6 +453,7 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
             f"model aggregate bias {miss['bias']:.3f} at {miss['origin'][:10]} is outside 1 ± {BIAS_TOLERANCE:.2f}"
         )
     lines += [f"failed: {f}" for f in failed]
+    lines += fitted_with
     if worst is not None:
         lines.append(
             f"worst origin: {worst['origin'][:10]}, {worst['metric']} vs {TITLES[worst['baseline']]}: "
@@ -437,6 +469,7 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "losses": losses,
         "bias_misses": bias_misses,
         "failed": failed,
+        "penalized_bg_nbd": fitted_with,
         "worst_origin": worst,
         "lines": lines,
     }
