@@ -38,6 +38,7 @@ from app.artifacts import (
     CLV_NATIVE,
     CLV_ONNX,
     REPORT,
+    Calibration,
     Manifest,
     promote,
     quantile_levels,
@@ -164,6 +165,16 @@ class _Fitted:
     final: xgb.Booster
 
 
+@dataclass(frozen=True)
+class _Post:
+    """Post-processing chosen out of time: the applied CLV scale and the churn calibration."""
+
+    clv_scale: float
+    clv_scale_out_of_time: float
+    calibration: Calibration
+    calibration_check: dict[str, float]
+
+
 def _fit_target(target: str, split: Split3, options: TrainOptions) -> _Fitted:
     parameters = params(target, options.seed, options.threads)
     name = "CLV" if target == "clv" else "churn"
@@ -226,7 +237,10 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
     )
     fitted = {target: _fit_target(target, splits[target], options) for target in splits}
     clv, churn = fitted["clv"], fitted["churn"]
-    scale = clv_scale(clv.fold_validation, clv.split.validation.label)
+    # The fold's level correction is applied only when the fold replays the serving gap (a
+    # shorter gap measured over other seasons says little about the next H days).
+    out_of_time_scale = clv_scale(clv.fold_validation, clv.split.validation.label)
+    scale = out_of_time_scale if clv.split.gap_days >= options.clv_horizon_days else 1.0
     calibration, calibration_check = choose_calibration(
         churn.fold_validation, churn.split.validation.label, churn.split.validation.customer_ids
     )
@@ -242,14 +256,11 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
             version,
             created,
             options,
-            engine,
             panel,
             cutoffs,
             data,
             fitted,
-            scale,
-            calibration,
-            calibration_check,
+            _Post(scale, out_of_time_scale, calibration, calibration_check),
             started,
             say,
         )
@@ -273,19 +284,16 @@ def _write_artifact(
     version: str,
     created: dt.datetime,
     options: TrainOptions,
-    engine: Engine,
     panel: Panel,
     cutoffs: dict[str, list[dt.datetime]],
     data: dict[str, Any],
     fitted: dict[str, _Fitted],
-    scale: float,
-    calibration: Any,
-    calibration_check: dict[str, float],
+    post: _Post,
     started: float,
     say: Any,
 ) -> tuple[Manifest, bool, str]:
     """Export, check parity, evaluate in and out of time, write manifest and report."""
-    del engine
+    scale, calibration = post.clv_scale, post.calibration
     clv, churn = fitted["clv"], fitted["churn"]
     holdout_clv, holdout_churn = clv.split.holdout, churn.split.holdout
     to_onnx(clv.final, len(FEATURE_NAMES), directory / CLV_ONNX)
@@ -336,7 +344,8 @@ def _write_artifact(
             "clv_trees": clv.final.num_boosted_rounds(),
             "churn_trees": churn.final.num_boosted_rounds(),
             "clv_scale": scale,
-            "calibration_check": calibration_check,
+            "clv_scale_out_of_time": post.clv_scale_out_of_time,
+            "calibration_check": post.calibration_check,
             "nthread": options.threads,
             "xgboost": xgb.__version__,
         },
