@@ -32,8 +32,8 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sqlalchemy import Engine
 
 from app.artifacts import CHURN_ONNX, CLV_ONNX
-from app.features.definitions import FEATURE_INDEX, FEATURE_NAMES
-from app.features.repository import FeatureMatrix, offline_features
+from app.features.definitions import FEATURE_INDEX
+from app.features.repository import offline_matrix
 from app.scoring.predictor import Predictor
 from app.training import baselines, metrics
 from app.training.backtest_repository import order_log_extent
@@ -240,18 +240,6 @@ def bg_nbd_baseline(features: np.ndarray, options: BacktestOptions) -> MethodSco
     return MethodScores(None, None, error="; ".join(failures))
 
 
-def _features_at(engine: Engine, origin: dt.datetime) -> FeatureMatrix:
-    """Every customer with an event by `origin`, ordered by external id (load-order independent)."""
-    parts = list(offline_features(engine, origin))
-    ids = [c for p in parts for c in p.customer_ids]
-    if not ids:
-        return FeatureMatrix(origin, [], np.empty((0, len(FEATURE_NAMES))), np.empty(0))
-    values = np.vstack([p.values for p in parts])
-    n_events = np.concatenate([p.n_events for p in parts])
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    return FeatureMatrix(origin, [ids[i] for i in order], values[order], n_events[order])
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -327,7 +315,7 @@ def run_origin(
     engine: Engine, options: BacktestOptions, origin: dt.datetime, trainer: Trainer = train
 ) -> dict[str, Any]:
     """Train, score, label and evaluate every method at one origin."""
-    matrix = _features_at(engine, origin)
+    matrix = offline_matrix(engine, origin)
     entry: dict[str, Any] = {
         "origin": origin.isoformat(),
         "customers": len(matrix),

@@ -21,6 +21,7 @@ from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.features.definitions import FEATURE_INDEX
+from app.features.repository import offline_matrix
 from app.training import backtest
 from app.training.backtest import BacktestError, BacktestOptions, run_backtest
 from app.training.train import TrainOptions, TrainResult, train
@@ -174,7 +175,7 @@ def test_a_failing_bg_nbd_is_reported_not_raised(
 ) -> None:
     # Real data that lifetimes cannot fit: only customers who never ordered twice, so the
     # Gamma-Gamma spend model has no repeat customer to learn from.
-    matrix = backtest._features_at(backtest_db[1], LAST_ORIGIN)
+    matrix = offline_matrix(backtest_db[1], LAST_ORIGIN)
     single = matrix.values[matrix.values[:, FEATURE_INDEX["repeat_order_days"]] == 0]
     assert len(single) > 10
     scores = backtest.bg_nbd_baseline(single, small_options())
