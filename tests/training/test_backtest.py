@@ -20,12 +20,13 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
-from app.features.definitions import FEATURE_INDEX
+from app.events.transactions import read_csv
+from app.features.definitions import FEATURE_INDEX, parse_as_of
 from app.features.repository import offline_matrix
 from app.training import backtest
 from app.training.backtest import BacktestError, BacktestOptions, run_backtest
 from app.training.train import TrainOptions, TrainResult, train
-from tests.conftest import create_database, drop_database
+from tests.conftest import CDNOW, create_database, drop_database
 
 pytestmark = pytest.mark.slow
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
@@ -238,3 +239,35 @@ def test_cli_prints_the_table_and_writes_json_and_html(
     assert "<script" not in page
     assert "BG/NBD + Gamma-Gamma" in page
     assert "Verdict" in page
+
+
+ONLINE_RETAIL = CDNOW.parents[1] / "online-retail" / "transactions.csv"
+
+
+def test_bg_nbd_that_needs_a_penalizer_is_refitted_and_says_so() -> None:
+    """On Online Retail BG/NBD does not converge without a penalizer: the backtest names that
+    failure and compares with the fit that a small penalizer gives."""
+    assert ONLINE_RETAIL.exists(), f"{ONLINE_RETAIL} is missing (../shared/data)"
+    url = create_database("clv_backtest_retail")
+    try:
+        settings = Settings(database_url=url, currency="GBP")
+        schema.upgrade("head", settings)
+        engine = create_sync_engine(settings)
+        loads = BulkLoader(engine, "GBP").load_all(
+            (c, None) for c in read_csv(ONLINE_RETAIL, "GBP")
+        )
+        assert sum(s.events_created for s in loads) > 20_000
+        matrix = offline_matrix(engine, parse_as_of("2011-06-11"))
+        engine.dispose()
+    finally:
+        drop_database(url)
+    scores = backtest.bg_nbd_baseline(
+        matrix.values, small_options(clv_horizon_days=91, churn_horizon_days=91)
+    )
+    assert scores.error is None
+    assert scores.clv is not None
+    assert scores.churn_probability is not None
+    assert scores.extra["penalizer"] in backtest.FALLBACK_PENALIZERS
+    assert scores.extra["failed_fits"][0].startswith("penalizer 0: ConvergenceError")
+    assert np.all((scores.churn_probability >= 0) & (scores.churn_probability <= 1))
+    assert scores.clv.sum() > 0
