@@ -397,9 +397,13 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
             bias_misses.append({"origin": e["origin"], "bias": bias})
         penalized = methods.get("bg_nbd_gamma_gamma", {})
         if penalized.get("status") == "ok" and penalized.get("penalizer"):
+            tried = ", ".join(
+                f.split(":")[0].removeprefix("penalizer ") for f in penalized["failed_fits"]
+            )
+            errors = sorted({f.split(":")[1].strip() for f in penalized["failed_fits"]})
             fitted_with.append(
                 f"BG/NBD + Gamma-Gamma at {e['origin'][:10]} fitted only with penalizer "
-                f"{penalized['penalizer']:g} ({'; '.join(penalized['failed_fits'])})"
+                f"{penalized['penalizer']:g} (penalizer {tried}: {', '.join(errors)})"
             )
         for name in METHODS[1:]:
             base = methods.get(name, {})
