@@ -36,7 +36,7 @@ TREE_PARAMS: dict[str, Any] = {
     "max_bin": 256,
 }
 MAX_ROUNDS = 2000
-EARLY_STOPPING_ROUNDS = 100
+EARLY_STOPPING_ROUNDS = 50
 #: The refit on all rows never uses fewer trees than this (tiny validation sets stop early).
 MIN_ROUNDS = 20
 
