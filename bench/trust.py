@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -35,6 +36,8 @@ CDNOW_FILE = ROOT_DIR.parent / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 AS_OF = pd.Timestamp("1997-12-31")
 END = pd.Timestamp("1998-06-30")
 HORIZON = 181
+#: The same procedure run in-process at the start of this work (commit da525d5, same machine).
+BEFORE = "| clv-service before issue 10 (da525d5) | 0.7617 | 0.4566 | 0.8046 | – | 1.215 |"
 
 
 def bg_nbd(frame: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +170,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
         row("clv-service (this branch)", model),
         row("BG/NBD + Gamma-Gamma", base),
+        BEFORE,
         "",
         f"Aggregate forecast {predicted['clv'].sum():,.0f} vs actual {actual.sum():,.0f} USD. "
         f"`clv train` took {train_s:.1f} s end to end (wall clock, busy machine). Its own table "
@@ -197,7 +201,8 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|",
         *(row(name, values) for name, values in dm.items()),
         "",
-        f"(`clv --help` alone takes {default_s:.1f} s here: interpreter start and imports.)",
+        f"(`clv --help` alone takes {default_s:.1f} s here: interpreter start and imports. Load "
+        f"average at the end of the run: {os.getloadavg()[0]:.1f} on 2 cores — timings are noisy.)",
     ]
     body = "\n".join(lines)
     print(body)

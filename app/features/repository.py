@@ -132,12 +132,14 @@ _DIALECT = {
     "postgresql": {
         "day": "((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')",
         "cents": "(e.amount * 100)::bigint",
-        "epoch": "EXTRACT(EPOCH FROM {})::float8",
+        # Instants are read to the millisecond on both dialects (SQLite's julianday keeps no
+        # more), so the same events give bit-identical features on Postgres and SQLite.
+        "epoch": "(ROUND(EXTRACT(EPOCH FROM {}) * 1000) / 1000)::float8",
     },
     "sqlite": {
         "day": "CAST(julianday(e.occurred_at) - 2440587.5 AS INTEGER)",
         "cents": "CAST(ROUND(e.amount * 100) AS INTEGER)",
-        "epoch": "((julianday({}) - 2440587.5) * 86400.0)",
+        "epoch": "(ROUND((julianday({}) - 2440587.5) * 86400000.0) / 1000.0)",
     },
 }
 

@@ -27,6 +27,12 @@ def to_onnx(booster: xgb.Booster, n_features: int, path: Path) -> None:
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
     )
+    # onnxmltools lists the opset imports in set order, which varies with Python's string hash
+    # seed from run to run: sort them so the same booster always gives the same bytes.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     path.write_bytes(model.SerializeToString())
 
 

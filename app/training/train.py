@@ -223,11 +223,8 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
             options.validation_fraction,
             options.seed,
         )
-        parts = dataclasses.asdict(splits[target])
-        if (
-            min(len(parts[p]["customer_ids"]) for p in ("fold", "validation", "train", "holdout"))
-            == 0
-        ):
+        split = splits[target]
+        if min(len(split.fold), len(split.validation), len(split.train), len(split.holdout)) == 0:
             raise TrainingFailed(
                 f"too few customers to split for {target}: need fitting, validation and holdout rows"
             )
@@ -251,7 +248,7 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
     building = options.model_dir / f".building-{version}"
     building.mkdir()
     try:
-        manifest, promoted, reason = _write_artifact(
+        promoted, reason = _write_artifact(
             building,
             version,
             created,
@@ -273,7 +270,6 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
         promote(options.model_dir, version)
     if not options.progress:
         logger.info("model %s: %s", version, reason)
-    del manifest
     return TrainResult(
         directory=directory, manifest=read_manifest(directory), promoted=promoted, reason=reason
     )
@@ -291,7 +287,7 @@ def _write_artifact(
     post: _Post,
     started: float,
     say: Any,
-) -> tuple[Manifest, bool, str]:
+) -> tuple[bool, str]:
     """Export, check parity, evaluate in and out of time, write manifest and report."""
     scale, calibration = post.clv_scale, post.calibration
     clv, churn = fitted["clv"], fitted["churn"]
@@ -425,4 +421,4 @@ def _write_artifact(
     write_training_report(
         directory / REPORT, manifest, holdout_clv.label, holdout_churn.label, in_time.entries
     )
-    return manifest, promoted, reason
+    return promoted, reason
