@@ -271,3 +271,41 @@ def test_bg_nbd_that_needs_a_penalizer_is_refitted_and_says_so() -> None:
     assert scores.extra["failed_fits"][0].startswith("penalizer 0: ConvergenceError")
     assert np.all((scores.churn_probability >= 0) & (scores.churn_probability <= 1))
     assert scores.clv.sum() > 0
+
+
+def test_recency_heuristic_zeroes_lapsed_customers_and_ranks_overdue_ones_first() -> None:
+    def customer(**values: float) -> np.ndarray:
+        row = np.zeros(len(FEATURE_INDEX))
+        for name, value in values.items():
+            row[FEATURE_INDEX[name]] = value
+        return row
+
+    weekly_silent_month = customer(
+        orders=20,
+        recency_days=30,
+        order_age_days=200,
+        net_revenue=1000,
+        mean_days_between_orders=7,
+    )
+    yearly_silent_month = customer(
+        orders=3,
+        recency_days=30,
+        order_age_days=800,
+        net_revenue=300,
+        mean_days_between_orders=365,
+    )
+    lapsed = customer(
+        orders=5,
+        recency_days=400,
+        order_age_days=900,
+        net_revenue=500,
+        mean_days_between_orders=100,
+    )
+    scores = backtest.recency_heuristic(
+        np.vstack([weekly_silent_month, yearly_silent_month, lapsed]), horizon_days=90
+    )
+    assert scores.clv is not None
+    assert scores.churn_score is not None
+    assert scores.clv[2] == 0.0
+    assert scores.clv[0] == pytest.approx(1000 / 200 * 90)
+    assert scores.churn_score[0] > scores.churn_score[1]
