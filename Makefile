@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak clean
+.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,12 @@ bench-scale: sync-dev postgres  ## offline features for 1M customers / 20M event
 
 bench-soak: sync-dev postgres  ## 5-minute steady mix of ingest and scoring: errors, latency and memory over time
 	$(VENV)/bin/python -m bench.soak
+
+bench-backtest: sync-dev postgres  ## out-of-time backtests on CDNOW and Online Retail vs BG/NBD + Gamma-Gamma (~15 min)
+	$(VENV)/bin/python -m bench.backtest
+
+model-default: sync-dev  ## retrain the shipped default model (synthetic demo shop, fixed seed) into models/
+	$(VENV)/bin/python -m app.training.shipped
 
 clean:  ## remove the virtualenv, tools and the embedded database
 	rm -rf $(VENV) .tools var .pytest_cache .mypy_cache .ruff_cache

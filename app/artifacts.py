@@ -68,9 +68,29 @@ class Manifest(BaseModel):
     parity: Parity
     promotion: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, str]
+    # Added for issue 10/17; optional so older manifests still load.
     feature_ranges: dict[str, list[float]] = Field(
         default_factory=dict,
-        description="Per feature [min, max] over the training rows; empty in older manifests.",
+        description="Feature -> [min, max] over the rows the final models were fitted on.",
+    )
+    metrics_out_of_time: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="model/baseline -> metric -> value of the out-of-time fold (docs/accuracy.md).",
+    )
+    validation: dict[str, Any] = Field(
+        default_factory=dict, description="How out-of-time validation was done (gap, cutoffs...)."
+    )
+    baseline_failures: dict[str, str] = Field(
+        default_factory=dict, description="Baseline -> why it could not be evaluated."
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fingerprint of the data trained on (counts, latest instants).",
+    )
+    seeds: dict[str, int] = Field(default_factory=dict, description="Every seed the run used.")
+    reproduce: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Options, data fingerprint, code and library versions to retrain this model.",
     )
 
 

@@ -323,9 +323,12 @@ def train(
         SplitMethod, typer.Option(help="hash, or protocol-a (PROTOCOL.md test half).")
     ] = SplitMethod.hash,
     stack: Annotated[
-        int, typer.Option(min=1, help="Stacked cutoffs per target (1 = no stacking).")
-    ] = 7,
-    stack_step_days: Annotated[int, typer.Option(min=1, help="Days between stacked cutoffs.")] = 30,
+        int,
+        typer.Option(min=1, help="Stacked cutoffs per target, spread over the history (1 = none)."),
+    ] = 8,
+    stack_step_days: Annotated[
+        int, typer.Option(min=1, help="Least days between stacked cutoffs.")
+    ] = 30,
     seed: Annotated[int, typer.Option(help="Seed for boosting and the validation slice.")] = 0,
     force: Annotated[
         bool, typer.Option("--force", help="Promote even if worse than current.")
@@ -365,16 +368,10 @@ def train(
         raise _fail(str(exc)) from exc
     finally:
         engine.dispose()
-    m = result.manifest
-    width = max(len(name) for name in m.metrics)
+    from app.training.reporting import metrics_table
+
     typer.echo(f"artifact {result.directory}  (report: {result.directory / 'report.html'})")
-    typer.echo(f"{'holdout':<{width}}  gini   spearman  bias   auc    brier")
-    for name, values in m.metrics.items():
-        brier = f"{values['brier']:.4f}" if "brier" in values else "  -   "
-        typer.echo(
-            f"{name:<{width}}  {values['gini']:.4f} {values['spearman']:.4f}    "
-            f"{values['bias']:.3f}  {values['auc']:.4f} {brier}"
-        )
+    typer.echo(metrics_table(result.manifest))
     typer.echo(result.reason)
     if not result.promoted:
         raise typer.Exit(code=3)
@@ -427,6 +424,141 @@ def score(
         f"scored {result.customers:,} customers with model {result.model_version} in {result.seconds:.1f} s "
         f"({result.customers / max(result.seconds, 1e-9):,.0f}/s) -> {', '.join(where)}"
     )
+
+
+@cli.command()
+def backtest(
+    last_origin: Annotated[
+        str,
+        typer.Option("--last-origin", help="The latest origin (YYYY-MM-DD = end of that UTC day)."),
+    ],
+    origins: Annotated[int, typer.Option(min=1, help="How many origins.")] = 4,
+    step_days: Annotated[int, typer.Option(min=1, help="Days between origins.")] = 30,
+    clv_horizon_days: Annotated[int, typer.Option(min=1, help="CLV horizon H1 (days).")] = 365,
+    churn_horizon_days: Annotated[int, typer.Option(min=1, help="Churn horizon H2 (days).")] = 90,
+    seed: Annotated[int, typer.Option(help="Training seed at every origin.")] = 0,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Training threads (default: all cores).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full result as JSON here.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write a self-contained HTML page here.")
+    ] = None,
+    no_bg_nbd: Annotated[
+        bool, typer.Option("--no-bg-nbd", help="Skip the BG/NBD + Gamma-Gamma baseline.")
+    ] = False,
+    allow_partial_window: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-window", help="Allow label windows past the last stored order."
+        ),
+    ] = False,
+) -> None:
+    """Rolling-origin out-of-time backtest: train at each origin, score the next H days, vs baselines."""
+    import json
+
+    from app.db import create_sync_engine
+    from app.training.backtest import (
+        BacktestError,
+        BacktestOptions,
+        origin_table,
+        run_backtest,
+        text_table,
+        write_html,
+    )
+
+    settings = get_settings()
+    options = BacktestOptions(
+        last_origin=_as_of(last_origin),
+        origins=origins,
+        step_days=step_days,
+        clv_horizon_days=clv_horizon_days,
+        churn_horizon_days=churn_horizon_days,
+        seed=seed,
+        threads=threads or os.cpu_count() or 1,
+        currency=settings.currency,
+        bg_nbd=not no_bg_nbd,
+        allow_partial_window=allow_partial_window,
+    )
+    engine = create_sync_engine(settings)
+    try:
+        result = run_backtest(
+            engine,
+            options,
+            on_origin=lambda entry: typer.echo("\n".join(origin_table(entry)), err=True),
+        )
+    except BacktestError as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    typer.echo(text_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        typer.echo(f"JSON: {json_out}")
+    if html_out is not None:
+        html_out.parent.mkdir(parents=True, exist_ok=True)
+        write_html(html_out, result)
+        typer.echo(f"HTML: {html_out}")
+
+
+@cli.command()
+def reproduce(
+    directory: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="An artifact, e.g. models/<version>."),
+    ],
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Retrain with this many threads instead.")
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Also accept differing bytes when every prediction is within this."
+        ),
+    ] = None,
+) -> None:
+    """Retrain a model from its manifest on this database; exit 1 unless the result is the same."""
+    from app.db import create_sync_engine
+    from app.training.reproduce import ReproduceError
+    from app.training.reproduce import reproduce as run_reproduce
+    from app.training.train import TrainingFailed
+
+    engine = create_sync_engine(get_settings())
+    try:
+        report = run_reproduce(engine, directory, threads=threads)
+    except (ReproduceError, TrainingFailed) as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"retrained {directory} with {report.options}")
+    for check in report.files:
+        state = "identical" if check.identical else "DIFFERENT"
+        typer.echo(
+            f"  {check.name:<11} {state:<9} original {check.expected[:16]}  retrained {check.actual[:16]}"
+        )
+    if report.data_same is None:
+        typer.echo("  data: not recorded in the manifest")
+    else:
+        typer.echo(f"  data: {'the same' if report.data_same else 'DIFFERENT'}")
+    for line in report.data_differences:
+        typer.echo(f"    {line}")
+    if report.max_clv_diff is not None:
+        typer.echo(
+            f"  predictions for {report.rows_compared:,} customers: max |CLV diff| "
+            f"{report.max_clv_diff:.3g}, max |churn diff| {report.max_churn_diff:.3g}"
+        )
+    for line in report.notes + [f"ignored option {o}" for o in report.ignored_options]:
+        typer.echo(f"  {line}")
+    if report.identical:
+        typer.echo("reproduced: bit-identical clv.onnx and churn.onnx")
+    elif report.matches(tolerance):
+        typer.echo(f"reproduced within {tolerance}: bytes differ, every prediction agrees")
+    else:
+        typer.echo("NOT reproduced: the retrained model differs")
+        raise typer.Exit(code=1)
 
 
 keys_cli = typer.Typer(

@@ -9,6 +9,10 @@ customers, as of a past date), so the two cannot drift apart:
 2. `compute_features()`: vectorised numpy arithmetic from those aggregates to the named
    features below. It runs on a 1-row array online and on a 50,000-row chunk offline.
 
+Refunds move only `refunded_revenue`, `refunds`, `net_revenue` and `refund_rate`: they are not
+"activity" (no recency, tenure or active-day feature sees them), so the CLV model's monotone
+constraints on those four (see `app.training.fit`) make sure a refund can never raise CLV.
+
 Days are UTC calendar days; "in the last N days" means `as_of - N days < occurred_at <= as_of`.
 Every feature has a defined value for customers without orders (stated in `no_orders`).
 """
@@ -51,6 +55,7 @@ FEATURES: tuple[Feature, ...] = (
     _f("repeat_order_days", "Order days after the first one", "days"),
     _f("gross_revenue", "Total of all orders", "currency"),
     _f("refunded_revenue", "Total refunded", "currency"),
+    _f("refunds", "Number of refunds", "refunds"),
     _f("net_revenue", "Orders minus refunds", "currency"),
     _f("avg_order_value", "Average order value", "currency"),
     _f("avg_day_value", "Average spend per order day", "currency"),
@@ -68,6 +73,16 @@ FEATURES: tuple[Feature, ...] = (
     _f("recency_share", "Recency as a share of the time since the first order", "ratio"),
     _f("spend_per_day", "Revenue per day since the first order", "currency/day"),
     _f("days_overdue", "Days since the last order beyond the usual gap", "days"),
+    _f(
+        "recency_gap_ratio",
+        "Days since the last order in units of the usual gap (0 with fewer than 2 order days)",
+        "ratio",
+    ),
+    _f(
+        "order_days_per_year",
+        "Order days per year since the first order (age floored at 30 days)",
+        "days/year",
+    ),
     *(
         _f(f"sessions_{n}d", f"Sessions in the last {n} days", "sessions", "as defined")
         for n in BEHAVIOUR_WINDOWS
@@ -84,7 +99,7 @@ FEATURES: tuple[Feature, ...] = (
     _f("refund_rate", "Share of order revenue refunded", "ratio"),
     _f(
         "days_since_last_activity",
-        "Days since the last non-order activity (else last event)",
+        "Days since the last visit (session, view, cart...; else the last order)",
         "days",
         "as defined",
     ),
@@ -96,6 +111,7 @@ FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)
 AGGREGATES: tuple[str, ...] = (
     "n_events",
     "active_days",
+    "n_refunds",
     "first_event_epoch",
     "last_event_epoch",
     "last_activity_epoch",
@@ -136,6 +152,8 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
     a = {k: np.asarray(agg[k], dtype=np.float64) for k in AGGREGATES}
     n = len(a["n_events"])
     has_orders = a["n_orders"] > 0
+    # Refund-only histories have no timed event: every instant-based feature is 0 for them.
+    timed = ~np.isnan(a["first_event_epoch"])
 
     def days_since(epoch: np.ndarray) -> np.ndarray:
         return (now - epoch) / SECONDS_PER_DAY
@@ -144,7 +162,7 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
         safe = np.where(den > 0, den, 1.0)
         return np.where(den > 0, num / safe, 0.0)
 
-    tenure = np.where(a["n_events"] > 0, days_since(a["first_event_epoch"]), 0.0)
+    tenure = np.where(timed, days_since(np.nan_to_num(a["first_event_epoch"])), 0.0)
     recency = np.where(has_orders, days_since(a["last_order_epoch"]), tenure)
     order_age = np.where(has_orders, days_since(a["first_order_epoch"]), 0.0)
     order_days = a["n_order_days"]
@@ -166,6 +184,7 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
         "repeat_order_days": gaps,
         "gross_revenue": gross,
         "refunded_revenue": refunded,
+        "refunds": a["n_refunds"],
         "net_revenue": gross - refunded,
         "avg_order_value": ratio(gross, a["n_orders"]),
         "avg_day_value": ratio(gross, order_days),
@@ -183,12 +202,14 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
         "recency_share": np.where(has_orders, recency / np.maximum(order_age, 1.0), 0.0),
         "spend_per_day": gross / np.maximum(order_age, 1.0),
         "days_overdue": np.where(has_orders, recency - gap_mean, 0.0),
+        "recency_gap_ratio": np.where(gaps > 0, recency / np.maximum(gap_mean, 1.0), 0.0),
+        "order_days_per_year": 365.0 * order_days / np.maximum(order_age, 30.0),
         **{f"sessions_{w}d": a[f"sessions_{w}"] for w in BEHAVIOUR_WINDOWS},
         **{f"product_views_{w}d": a[f"product_views_{w}"] for w in BEHAVIOUR_WINDOWS},
         **{f"carts_{w}d": a[f"carts_{w}"] for w in BEHAVIOUR_WINDOWS},
         "cart_to_order_rate": ratio(a["n_orders"], a["n_carts"]),
         "refund_rate": ratio(refunded, gross),
-        "days_since_last_activity": np.where(a["n_events"] > 0, days_since(last_activity), 0.0),
+        "days_since_last_activity": np.where(timed, days_since(np.nan_to_num(last_activity)), 0.0),
     }
     out = np.empty((n, len(FEATURES)), dtype=np.float64)
     for i, name in enumerate(FEATURE_NAMES):
@@ -205,6 +226,10 @@ def fingerprint() -> str:
         digest.update(f"{feature.name}|{feature.description}|{feature.unit}\n".encode())
     digest.update(inspect.getsource(compute_features).encode())
     digest.update(repository.AGGREGATE_SQL.encode())
+    # The per-backend date and money expressions are part of the definition too.
+    for dialect in sorted(repository.DIALECT_EXPRESSIONS):
+        for key, expression in sorted(repository.DIALECT_EXPRESSIONS[dialect].items()):
+            digest.update(f"{dialect}|{key}|{expression}\n".encode())
     return digest.hexdigest()[:16]
 
 

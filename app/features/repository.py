@@ -1,5 +1,9 @@
 """The one aggregate query behind every feature, for one customer, a list, or a range of ids.
 
+Refunds move only the refund aggregates (count, cents): they are left out of every instant and
+activity count (first/last event, last activity, active days), so a refund cannot make a
+customer look more recent or more active than the orders and visits say.
+
 The scope only changes which customers the query reads; the aggregate expressions are the same
 text for the online and the offline callers (see `AGGREGATE_SQL`).
 """
@@ -42,9 +46,11 @@ WITH ev AS (
 daily AS (
     SELECT customer_id, day,
            COUNT(*) AS n_events,
-           MIN(occurred_at) AS first_at,
-           MAX(occurred_at) AS last_at,
-           MAX(occurred_at) FILTER (WHERE type <> 'order') AS last_activity_at,
+           COUNT(*) FILTER (WHERE type <> 'refund') AS n_timed,
+           COUNT(*) FILTER (WHERE type = 'refund') AS n_refunds,
+           MIN(occurred_at) FILTER (WHERE type <> 'refund') AS first_at,
+           MAX(occurred_at) FILTER (WHERE type <> 'refund') AS last_at,
+           MAX(occurred_at) FILTER (WHERE type NOT IN ('order', 'refund')) AS last_activity_at,
            COUNT(*) FILTER (WHERE type = 'order') AS n_orders,
            MIN(occurred_at) FILTER (WHERE type = 'order') AS first_order_at,
            MAX(occurred_at) FILTER (WHERE type = 'order') AS last_order_at,
@@ -70,7 +76,8 @@ walked AS (
 per_customer AS (
     SELECT customer_id,
            SUM(n_events) AS n_events,
-           COUNT(*) AS active_days,
+           SUM(CASE WHEN n_timed > 0 THEN 1 ELSE 0 END) AS active_days,
+           SUM(n_refunds) AS n_refunds,
            {epoch_of_min_first_at} AS first_event_epoch,
            {epoch_of_max_last_at} AS last_event_epoch,
            {epoch_of_max_last_activity_at} AS last_activity_epoch,
@@ -121,10 +128,12 @@ _WINDOW_SUMS = "\n".join(
 _WINDOW_TOTALS = "\n".join(f"           SUM({name}) AS {name}," for name in _COUNTED)
 _BOUNDS = sorted({bound for _, _, bound in _COUNTED.values()} | {"t90", "t180"})
 
-_DIALECT = {
+DIALECT_EXPRESSIONS = {
     "postgresql": {
         "day": "((e.occurred_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01')",
         "cents": "(e.amount * 100)::bigint",
+        # Exact microseconds (numeric), rounded once to a double: the same double the SQLite
+        # expression below produces, so both backends give bit-identical features.
         "epoch": "EXTRACT(EPOCH FROM {})::float8",
     },
     # Instants are 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text. julianday() rounds them to the
@@ -175,7 +184,7 @@ def _zero_default(name: str) -> str:
 @lru_cache(maxsize=16)
 def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
     """The aggregate query for a dialect and a scope, with typed bind parameters."""
-    d = _DIALECT[dialect]
+    d = DIALECT_EXPRESSIONS[dialect]
     events_scope, customers_scope, join = (
         _PG_MANY if (scope, dialect) == ("many", "postgresql") else _SCOPES[scope]
     )
@@ -297,6 +306,26 @@ def offline_features(
             if rows:
                 yield _matrix(rows, as_of)
             lo = hi
+
+
+def offline_matrix(engine: Engine, as_of: dt.datetime) -> FeatureMatrix:
+    """Features of every customer with an event by `as_of`, rows in external-id order.
+
+    Training reads this: the row order (and so the model) cannot depend on internal ids or on
+    the order the data was loaded in.
+    """
+    parts = list(offline_features(engine, as_of))
+    if not parts:
+        return FeatureMatrix(as_of, [], np.empty((0, len(FEATURE_NAMES))), np.empty(0))
+    ids = [c for p in parts for c in p.customer_ids]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return FeatureMatrix(
+        as_of,
+        [ids[i] for i in order],
+        np.vstack([p.values for p in parts])[order],
+        np.concatenate([p.n_events for p in parts])[order],
+        np.concatenate([p.customer_pks for p in parts])[order],
+    )
 
 
 def as_mapping(matrix: FeatureMatrix, index: int) -> Mapping[str, float]:

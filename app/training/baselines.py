@@ -56,11 +56,13 @@ def bg_nbd_gamma_gamma(
     predict_features: np.ndarray,
     clv_horizon_days: int,
     churn_horizon_days: int,
+    penalizer_coef: float = 0.0,
 ) -> BgNbdResult | None:
     """Fit BG/NBD + Gamma-Gamma (no penalizer) on `fit_features`, predict for `predict_features`.
 
     CLV = expected purchases over the horizon x expected spend per purchase; churn score =
     minus expected purchases over the churn horizon. Customers without an order get 0 CLV.
+    `penalizer_coef` (both fitters) stays 0 for PROTOCOL.md; backtests may retry with one.
     """
     try:
         import pandas as pd
@@ -74,10 +76,10 @@ def bg_nbd_gamma_gamma(
     buyers = _column(fit_features, "orders") > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bgf = BetaGeoFitter(penalizer_coef=0.0)
+        bgf = BetaGeoFitter(penalizer_coef=penalizer_coef)
         bgf.fit(pd.Series(f[buyers]), pd.Series(r[buyers]), pd.Series(t[buyers]))
         repeaters = buyers & (f > 0) & (m > 0)
-        ggf = GammaGammaFitter(penalizer_coef=0.0)
+        ggf = GammaGammaFitter(penalizer_coef=penalizer_coef)
         ggf.fit(pd.Series(f[repeaters]), pd.Series(m[repeaters]))
         pf, pr, pt, pm = rfm(predict_features)
         purchases = np.asarray(

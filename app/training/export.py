@@ -32,9 +32,17 @@ def to_onnx(booster: xgb.Booster, n_features: int, path: Path) -> None:
     """Convert a booster (trained on unnamed features f0..fN) and write it to `path`."""
     model = convert_xgboost(
         booster,
+        # A fixed graph name: onnxmltools would pick a random uuid4, and the bytes would differ.
+        name=path.stem,
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
     )
+    # onnxmltools lists the opset imports in set order, which varies with Python's string hash
+    # seed from run to run: sort them so the same booster always gives the same bytes.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     path.write_bytes(model.SerializeToString())
 
 

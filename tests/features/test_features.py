@@ -134,7 +134,10 @@ async def test_hand_computed_values(client: httpx.AsyncClient) -> None:
     assert f["order_span_days"] == 30.0
     assert f["orders_30d"] == 1  # only Jan 31 is within (Jan 11 end, Feb 10 end]
     assert f["revenue_90d"] == 220.0
-    assert f["active_days"] == 5
+    assert f["active_days"] == 4  # the refund-only day (Jan 12) is not activity
+    assert f["refunds"] == 1
+    assert f["recency_gap_ratio"] == pytest.approx(f["recency_days"] / 15.0)
+    assert f["order_days_per_year"] == pytest.approx(365 * 3 / f["order_age_days"])
     assert f["carts_90d"] == 1
     assert f["sessions_30d"] == 0
     assert f["product_views_30d"] == 1
@@ -171,6 +174,30 @@ async def test_a_late_event_with_an_old_timestamp_changes_the_past(
     assert after["gross_revenue"] == before["gross_revenue"] + 5
     # An as_of before the late event's occurred_at is unaffected.
     assert await features_of(client, "pit", "2026-01-19") == earlier
+
+
+REFUND_FEATURES = {"refunded_revenue", "refunds", "net_revenue", "refund_rate"}
+
+
+async def test_a_refund_moves_only_the_refund_features(client: httpx.AsyncClient) -> None:
+    """Issue 10: a refund is no "activity": recency, tenure, activity features ignore it."""
+    await post_all(client, HISTORY)
+    before = await features_of(client, "pit", "2026-02-20")
+    refund = event("refund", customer_id="pit", occurred_at="2026-02-19T10:00:00Z", amount="30.00")
+    await post_all(client, [refund])
+    after = await features_of(client, "pit", "2026-02-20")
+    moved = {name for name in before if after[name] != before[name]}
+    assert moved == REFUND_FEATURES
+    assert after["refunds"] == before["refunds"] + 1
+    assert after["net_revenue"] == before["net_revenue"] - 30
+    # A refund-only history has no timed event: every instant-based feature stays 0.
+    await post_all(
+        client,
+        [event("refund", customer_id="odd", occurred_at="2026-02-01T10:00:00Z", amount="5.00")],
+    )
+    odd = await features_of(client, "odd", "2026-02-20")
+    assert all(np.isfinite(v) for v in odd.values())
+    assert {name for name, v in odd.items() if v != 0} <= REFUND_FEATURES
 
 
 async def test_customer_without_orders_has_defined_values(client: httpx.AsyncClient) -> None:

@@ -96,10 +96,15 @@ def test_artifact_directory_is_complete(first_model: TrainResult) -> None:
         <= manifest.clv_quantiles["p99"]
     )
     assert 0 <= manifest.churn_quantiles["p10"] <= manifest.churn_quantiles["p99"] <= 1
-    assert [c.date() for c in manifest.cutoffs["clv"]] == [
-        dt.date(2026, 1, 1),
-        dt.date(2025, 11, 2),
-    ]
+    # The latest cutoff is as_of - horizon; the other one reaches back to the start of history.
+    cutoffs = [c.date() for c in manifest.cutoffs["clv"]]
+    assert cutoffs[0] == dt.date(2026, 1, 1)
+    assert len(cutoffs) == 2
+    assert cutoffs[1] < dt.date(2024, 1, 1)
+    assert manifest.data["events"] > 0
+    assert manifest.data["content_sha256"]
+    assert set(manifest.feature_ranges) == set(FEATURE_NAMES)
+    assert manifest.training["clv_params"]["monotone_constraints"].count("-1") == 3
     assert "<svg" in (directory / "report.html").read_text()
 
 
@@ -154,11 +159,12 @@ def test_promotion_refuses_a_worse_model(
     first_model: TrainResult, demo_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A deliberately crippled booster: one stump, tiny learning rate.
-    monkeypatch.setattr(
-        training, "TREE_PARAMS", {**training.TREE_PARAMS, "max_depth": 1, "eta": 0.0001}
-    )
-    monkeypatch.setattr(training, "MAX_ROUNDS", 2)
-    monkeypatch.setattr(training, "EARLY_STOPPING_ROUNDS", 1)
+    from app.training import fit
+
+    monkeypatch.setattr(fit, "TREE_PARAMS", {**fit.TREE_PARAMS, "max_depth": 1, "eta": 0.0001})
+    monkeypatch.setattr(fit, "MAX_ROUNDS", 2)
+    monkeypatch.setattr(fit, "MIN_ROUNDS", 1)
+    monkeypatch.setattr(fit, "EARLY_STOPPING_ROUNDS", 1)
     model_dir = first_model.directory.parent
     worse = training.train(demo_engine, options(model_dir, baselines=False))
     assert not worse.promoted
