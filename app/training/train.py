@@ -13,13 +13,11 @@ inside the model directory and renamed when complete.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxmltools
 import xgboost as xgb
 from sqlalchemy import Engine
 
-from app import __version__
 from app.artifacts import (
     CHURN_NATIVE,
     CHURN_ONNX,
@@ -41,7 +37,6 @@ from app.artifacts import (
     Calibration,
     Manifest,
     promote,
-    quantile_levels,
     read_manifest,
     write_manifest,
 )
@@ -64,6 +59,7 @@ from app.training.dataset import (
 from app.training.export import check_parity, native_predict, to_onnx
 from app.training.fit import fit_early_stopping, fit_rounds, importance, params
 from app.training.promotion import decide
+from app.training.provenance import code_version, quantiles, reproduce_section
 from app.training.reporting import write_training_report
 from app.training.repository import data_fingerprint
 
@@ -113,45 +109,6 @@ class TrainResult:
     manifest: Manifest
     promoted: bool
     reason: str
-
-
-def _code_version() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return f"{__version__}+{out.stdout.strip()}"
-    except (OSError, subprocess.CalledProcessError):
-        return __version__
-
-
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    if not len(values):
-        return {f"p{q}": 0.0 for q in quantile_levels()}
-    return {f"p{q}": float(np.percentile(values, q)) for q in quantile_levels()}
-
-
-def _reproduce(options: TrainOptions, data: dict[str, Any], code: str) -> dict[str, Any]:
-    """What `clv reproduce` needs to rebuild TrainOptions and check it is fed the same data."""
-    skip = {"model_dir", "progress", "force", "promote"}
-    values = {
-        f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in skip
-    }
-    values["as_of"] = options.as_of.isoformat()
-    return {
-        "options": values,
-        "data": data,
-        "code_version": code,
-        "libraries": {
-            "xgboost": xgb.__version__,
-            "onnxmltools": onnxmltools.__version__,
-            "numpy": np.__version__,
-        },
-    }
 
 
 @dataclass
@@ -315,7 +272,7 @@ def _write_artifact(
         for target in ("clv", "churn")
         for part in ("train", "fold", "validation", "holdout")
     }
-    code = _code_version()
+    code = code_version()
     manifest = Manifest(
         version=version,
         created_at=created,
@@ -367,7 +324,7 @@ def _write_artifact(
         },
         data=data,
         seeds={"boosting": options.seed, "validation_slice": options.seed},
-        reproduce=_reproduce(options, data, code),
+        reproduce=reproduce_section(options, data, code),
     )
     write_manifest(directory, manifest)
 
@@ -404,8 +361,8 @@ def _write_artifact(
 
     now = panel.at(options.as_of)
     served = predictor.predict(now.values) if len(now) else None
-    manifest.clv_quantiles = _quantiles(served.clv if served else np.empty(0))
-    manifest.churn_quantiles = _quantiles(served.churn_probability if served else np.empty(0))
+    manifest.clv_quantiles = quantiles(served.clv if served else np.empty(0))
+    manifest.churn_quantiles = quantiles(served.churn_probability if served else np.empty(0))
     promoted, reason = decide(
         options.model_dir,
         manifest.metrics_out_of_time,
