@@ -46,7 +46,8 @@ def check(condition: object, message: str) -> None:
 
 def ok(message: str) -> None:
     """One passed check, on stdout."""
-    print(f"container-test: ok   {message}", flush=True)
+    sys.stdout.write(f"container-test: ok   {message}\n")
+    sys.stdout.flush()
 
 
 class Engine:
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = ROOT / "var" / "container-test.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"container-test: figures {json.dumps(figures)}", flush=True)
+    sys.stdout.write(f"container-test: figures {json.dumps(figures)}\n")
     return 0
 
 
@@ -273,9 +274,7 @@ def serve_checks(
     return {"seconds_to_ready": round(to_ready, 1), "seconds_to_stop": round(stopped_in, 1)}
 
 
-def trainer_checks(
-    engine: Engine, trainer: str, env: list[str], volume: str
-) -> dict[str, object]:
+def trainer_checks(engine: Engine, trainer: str, env: list[str], volume: str) -> dict[str, object]:
     """migrate (again, idempotent), train into the volume, score into a host directory."""
     host = ["--network", "host"]
     engine.run("run", "--rm", *host, *env, trainer, "migrate")
@@ -288,7 +287,13 @@ def trainer_checks(
     )  # fmt: skip
     train_seconds = time.monotonic() - begin
     current = engine.run(
-        "run", "--rm", "--entrypoint", "cat", "-v", f"{volume}:/srv/models", trainer,
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        "-v",
+        f"{volume}:/srv/models",
+        trainer,
         "/srv/models/current",
     ).stdout.strip()
     check(current and current in trained.stdout + trained.stderr, f"trained {current!r}?")
@@ -311,5 +316,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except CheckFailed as failure:
-        print(f"container-test: FAIL {failure}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"container-test: FAIL {failure}\n")
         sys.exit(1)

@@ -38,14 +38,15 @@ def main() -> int:
                         check_at_head(connection)
                 return 0
             except Exception as exc:  # any failure (refused, auth, not migrated) means: not yet
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                reason = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                )
                 if reason != last:
-                    print(f"entrypoint: waiting for the database: {reason}", file=sys.stderr)
+                    sys.stderr.write(f"entrypoint: waiting for the database: {reason}\n")
                     last = reason
             if time.monotonic() + delay > deadline:
-                print(
-                    f"entrypoint: database not ready after {args.timeout:g} s: {last}",
-                    file=sys.stderr,
+                sys.stderr.write(
+                    f"entrypoint: database not ready after {args.timeout:g} s: {last}\n"
                 )
                 return 1
             time.sleep(delay)
