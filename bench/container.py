@@ -1,7 +1,8 @@
-"""Container image: sizes per target, and start to /readyz 200 for the api image vs the same
-`clv serve` on the host, in one run (BENCHMARKS.md, "Container image (issue 16)").
+"""Container image: sizes per target, and start to /readyz 200 of the api image vs the previous
+image, in one run (BENCHMARKS.md, "Container image (issue 16)").
 
-Needs the images of `make container-test` (localhost/clv-service:test, ...-trainer:test).
+Needs the images of `make container-test` (localhost/clv-service:test, ...-trainer:test) and,
+as the baseline, an image built from the previous Dockerfile and lock (`--baseline-image`).
 
     .venv/bin/python -m bench.container [--engine podman] [--runs 5] [--baseline-image IMAGE]
 """
@@ -69,31 +70,22 @@ def container_start(engine: str, image: str, url: str) -> float:
         engine_run(engine, "volume", "rm", "-f", volume)
 
 
-def host_start(url: str) -> float:
-    """The same `clv serve` from the checkout's venv, with a copy of the shipped model, to ready."""
+def baseline_start(engine: str, image: str, url: str) -> float:
+    """The previous image (no model inside): the shipped model bind-mounted read-only, to ready."""
     port = free_port()
     with tempfile.TemporaryDirectory() as models:
         shutil.copytree(ROOT / "models", models, dirs_exist_ok=True)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CLV_")},
-            "CLV_DATABASE_URL": url,
-            "CLV_MODEL_DIR": models,
-            "CLV_PORT": str(port),
-            "CLV_WORKERS": "1",
-        }
+        os.chmod(models, 0o755)
         started = time.monotonic()
-        process = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "clv"), "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        name = engine_run(
+            engine, "run", "-d", "--network", "host", "-e", f"CLV_DATABASE_URL={url}",
+            "-e", f"CLV_PORT={port}", "-e", "CLV_WORKERS=1", "-v", f"{models}:/srv/models:ro",
+            image,
+        )  # fmt: skip
         try:
             return ready_after(port, started)
         finally:
-            process.terminate()
-            process.wait(60)
+            engine_run(engine, "rm", "-f", "-t", "0", name)
 
 
 def size_mb(engine: str, image: str) -> int | None:
@@ -112,36 +104,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", default=os.environ.get("CONTAINER_ENGINE", "podman"))
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--baseline-image", help="the image of the previous Dockerfile, for size")
+    parser.add_argument(
+        "--baseline-image", required=True, help="an image of the previous Dockerfile and lock"
+    )
     args = parser.parse_args()
 
-    sizes = {
+    sizes: dict[str, int | None] = {
         "api": size_mb(args.engine, API),
         "trainer": size_mb(args.engine, TRAINER),
-        "before (previous Dockerfile and lock)": (
-            size_mb(args.engine, args.baseline_image) if args.baseline_image else None
-        ),
+        "before (previous Dockerfile and lock)": size_mb(args.engine, args.baseline_image),
     }
     container: list[float] = []
-    host: list[float] = []
+    before: list[float] = []
     with fresh_database("clv_bench_container") as url:
         for _ in range(args.runs):  # interleaved, so both see the same machine load
             container.append(container_start(args.engine, API, url))
-            host.append(host_start(url))
+            before.append(baseline_start(args.engine, args.baseline_image, url))
     figures = {
         "sizes_mb": sizes,
         "container_ready_s": [round(s, 2) for s in container],
-        "host_ready_s": [round(s, 2) for s in host],
+        "before_ready_s": [round(s, 2) for s in before],
     }
     print(json.dumps(figures, indent=2))
 
     def row(label: str, values: list[float]) -> str:
         return f"| {label} | {percentile(values, 50):.1f} | {min(values):.1f} | {max(values):.1f} |"
 
-    size_rows = "\n".join(f"| {k} | {v} MB |" for k, v in sizes.items() if v is not None)
+    size_rows = "\n".join(f"| {k} | {v} MB |" for k, v in sizes.items())
     body = f"""## Container image (issue 16)
 
-{header(f"python -m bench.container --engine {args.engine} --runs {args.runs}")}- Engine: {args.engine}; images from `make container-test` (Debian bookworm base made by
+{header(f"python -m bench.container --engine {args.engine} --runs {args.runs} --baseline-image {args.baseline_image}")}- Engine: {args.engine}; images from `make container-test` (Debian bookworm base made by
   debootstrap, `.ci/container-base.sh`). The machine is shared by several jobs: read the seconds
   as one noisy sample.
 
@@ -149,16 +141,17 @@ def main() -> None:
 |---|---|
 {size_rows}
 
-Start to ready: from `{args.engine} run -d` (fresh `models` volume, seeded with the shipped model
-by the entrypoint, database wait on) to the first `GET /readyz` 200, one worker; against the same
-`clv serve` started from the checkout's venv with the same model and database, interleaved.
+Start to ready: from `{args.engine} run -d` to the first `GET /readyz` 200, one worker, same
+database, runs interleaved. The api image starts with a fresh `models` volume (the entrypoint seeds
+the shipped model, then waits for the database); the previous image carries no model, so it gets the
+same model bind-mounted read-only (without it, it is never ready).
 
 | Start to /readyz 200 (s, {args.runs} runs) | median | min | max |
 |---|---|---|---|
 {row("api container", container)}
-{row("clv serve on the host (baseline)", host)}
+{row("previous image (baseline)", before)}
 
-Container / host median: {percentile(container, 50) / percentile(host, 50):.2f}x.
+New / previous median: {percentile(container, 50) / percentile(before, 50):.2f}x.
 """
     write_section("container", body)
 
