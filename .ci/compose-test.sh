@@ -15,7 +15,8 @@ say() { echo "compose-test: $* ($(($(date +%s) - t0)) s)" >&2; }
 export CLV_IMAGE=${CLV_IMAGE:-localhost/clv-service:test}
 export CLV_TRAINER_IMAGE=${CLV_TRAINER_IMAGE:-localhost/clv-service-trainer:test}
 if [ -z "${POSTGRES_IMAGE:-}" ]; then
-    read -r runtime_image _ < <(.ci/container-base.sh "$engine")
+    bases=$(.ci/container-base.sh "$engine")
+    read -r runtime_image _ <<<"$bases"
     export POSTGRES_IMAGE=localhost/clv-postgres:r1
     if ! "$engine" image inspect "$POSTGRES_IMAGE" >/dev/null 2>&1; then
         flags=(--network host --build-arg "BASE_IMAGE=$runtime_image")

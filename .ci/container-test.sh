@@ -23,7 +23,8 @@ if [ -n "${CLV_PYTHON_IMAGE:-}" ]; then
     python_image=$CLV_PYTHON_IMAGE
     runtime_image=${CLV_RUNTIME_IMAGE:-$CLV_PYTHON_IMAGE}
 else
-    read -r runtime_image python_image < <(.ci/container-base.sh "$engine")
+    bases=$(.ci/container-base.sh "$engine")  # fails the script if it fails
+    read -r runtime_image python_image <<<"$bases"
 fi
 say "base images: build $python_image, runtime $runtime_image"
 
