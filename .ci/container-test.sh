@@ -55,7 +55,9 @@ say "built $api (build log: var/container-build.log)"
 if [ "${CLV_COMPOSE_TEST:-1}" != 0 ]; then
     CLV_IMAGE=$api CLV_TRAINER_IMAGE=$trainer .ci/compose-test.sh "$engine"
 fi
+current=$("$engine" image inspect --format '{{.Id}}' "$api" "$trainer")
 for id in $previous; do
-    "$engine" image rm "$id" >/dev/null 2>&1 || true  # fails harmlessly when still tagged or used
+    grep -qxF "$id" <<<"$current" && continue  # a fully cached build: the same image
+    "$engine" image rm "$id" >/dev/null 2>&1 || true  # fails harmlessly when still in use
 done
 say "passed"
