@@ -51,15 +51,16 @@ seed_models() {
         name=$(basename "$version")
         [ -e "$target/$name" ] && continue
         cp -R "$version" "$target/.$name.seed.$$"
-        mv "$target/.$name.seed.$$" "$target/$name" 2>/dev/null || rm -rf "$target/.$name.seed.$$"
+        # -T: fail (and clean up) rather than move into a directory another starter just made.
+        mv -T "$target/.$name.seed.$$" "$target/$name" 2>/dev/null || rm -rf "$target/.$name.seed.$$"
     done
     cp "$source_dir/current" "$target/.current.seed.$$"
-    if [ -f "$target/current" ]; then
-        rm -f "$target/.current.seed.$$"  # someone else (a trainer, the other service) got there first
-    else
-        mv "$target/.current.seed.$$" "$target/current"
+    # A hard link never replaces an existing name: a pointer someone else (a trainer, the other
+    # service) wrote meanwhile wins.
+    if ln "$target/.current.seed.$$" "$target/current" 2>/dev/null; then
         echo "entrypoint: seeded $target with the shipped model $(cat "$target/current")" >&2
     fi
+    rm -f "$target/.current.seed.$$"
 }
 
 # Bounded wait for a Postgres database (SQLite needs none); all but migrate wait for the migrations.
