@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default clean
+.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ lint: sync-dev  ## ruff (lint + format check) and mypy --strict
 
 test: sync-dev postgres lint  ## lint, then the whole suite against a real Postgres
 	$(VENV)/bin/pytest
+
+container-test: sync-dev postgres  ## build the images (podman/docker, set up if missing) and check them end to end
+	mkdir -p var
+	.ci/container-test.sh
 
 bench: bench-ingest bench-accuracy bench-inference bench-scoring  ## the standard benchmarks (figures go to BENCHMARKS.md)
 
