@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test clean
+.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,7 +55,12 @@ lint: sync-dev  ## ruff (lint + format check) and mypy --strict
 	$(VENV)/bin/ruff format --check app tests bench migrations
 	$(VENV)/bin/mypy
 
-test: sync-dev postgres lint  ## lint, then the whole suite against a real Postgres
+browser:  ## headless Chromium for the /docs rendering test (Debian's package; installed as root when missing)
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q chromium; \
+	  else echo "tests/test_docs_page.py needs Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: sync-dev postgres browser lint  ## lint, then the whole suite against a real Postgres
 	$(VENV)/bin/pytest
 
 container-test: sync-dev postgres  ## build the images (podman/docker, set up if missing) and check them end to end
