@@ -88,7 +88,7 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
 
 
 @contextmanager
-def running_server(env: dict[str, str], *args: str, timeout: float = 30.0) -> Iterator[str]:
+def running_server(env: dict[str, str], *args: str, timeout: float = 120.0) -> Iterator[str]:
     """Start `clv serve` with the given environment; yields its base URL; stops it afterwards."""
     port = free_port()
     # Output to a file, not a pipe nobody reads (a full pipe would block the server).

@@ -13,7 +13,7 @@ from app.features.as_of import AsOfQuery, resolve_as_of
 from app.quality.schemas import DataQualityReport
 from app.quality.service import build_report
 
-router = APIRouter(prefix="/v1/data-quality", tags=["data quality"])
+router = APIRouter(prefix="/v1/data-quality", tags=["quality"])
 
 
 @router.get(

@@ -60,7 +60,7 @@ class Server:
 
 
 @contextmanager
-def serving(env: dict[str, str], log: Path, timeout: float = 60) -> Iterator[Server]:
+def serving(env: dict[str, str], log: Path, timeout: float = 120) -> Iterator[Server]:
     """Start `docker/entrypoint.sh serve` (host/port from CLV_HOST/CLV_PORT); SIGTERM it after."""
     port = free_port()
     env = {"CLV_HOST": "127.0.0.1", "CLV_PORT": str(port), **env}

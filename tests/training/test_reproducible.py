@@ -42,7 +42,10 @@ AS_OF = END - dt.timedelta(days=10)
 
 def _take_events(events: EventColumns, index: np.ndarray) -> EventColumns:
     return EventColumns(
-        **{f.name: getattr(events, f.name)[index] for f in dataclasses.fields(events)}
+        **{
+            f.name: None if getattr(events, f.name) is None else getattr(events, f.name)[index]
+            for f in dataclasses.fields(events)
+        }
     )
 
 
