@@ -337,6 +337,7 @@ def score(
     ] = None,
 ) -> None:
     """Score every customer as of T with the current model: CSV/Parquet and/or a stored run."""
+    from app.alerts.service import ScoreRunRecorder
     from app.artifacts import current_directory
     from app.db import create_sync_engine
     from app.scoring.batch import score_all
@@ -357,9 +358,16 @@ def score(
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     engine = create_sync_engine(settings)
+    instant = _as_of(as_of) if as_of else dt.datetime.now(dt.UTC)
     try:
         result = score_all(
-            engine, model, settings, _as_of(as_of) if as_of else dt.datetime.now(dt.UTC), out, store
+            engine,
+            model,
+            settings,
+            instant,
+            out,
+            store,
+            on_stored=ScoreRunRecorder(settings, model.version, instant, "score_run"),
         )
     finally:
         engine.dispose()
@@ -369,6 +377,52 @@ def score(
     typer.echo(
         f"scored {result.customers:,} customers with model {result.model_version} in {result.seconds:.1f} s "
         f"({result.customers / max(result.seconds, 1e-9):,.0f}/s) -> {', '.join(where)}"
+    )
+
+
+@cli.command()
+def rescore(
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="Score as of T (YYYY-MM-DD = end of day). Default: now.")
+    ] = "",
+    model_dir: Annotated[
+        Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Rescore every customer (a stored run) and emit alerts for changes: silent churners go at_risk.
+
+    Meant for a nightly cron line or a compose service; safe to run once by hand.
+    """
+    from app.alerts.service import ScoreRunRecorder
+    from app.artifacts import current_directory
+    from app.db import create_sync_engine
+    from app.scoring.batch import score_all
+    from app.scoring.registry import load_model
+
+    settings = get_settings()
+    directory = current_directory(model_dir or settings.model_dir)
+    if directory is None:
+        raise _fail(
+            f"no model: {(model_dir or settings.model_dir) / 'current'} does not exist; run `clv train`"
+        )
+    try:
+        model = load_model(directory, threads=settings.onnx_threads)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    instant = _as_of(as_of) if as_of else dt.datetime.now(dt.UTC)
+    engine = create_sync_engine(settings)
+    try:
+        recorder = ScoreRunRecorder(settings, model.version, instant, "rescore")
+        result = score_all(
+            engine, model, settings, instant, None, True, progress=progress, on_stored=recorder
+        )
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"rescored {result.customers:,} customers as of {instant.isoformat()} with model "
+        f"{result.model_version} in {result.seconds:.1f} s -> stored run {result.run_id}, "
+        f"{recorder.alerts:,} alerts"
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app import __version__
+from app.alerts.router import router as alerts_router
 from app.auth.verifier import KeyVerifier
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(features_router)
     app.include_router(scoring_router)
+    app.include_router(alerts_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

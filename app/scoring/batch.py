@@ -6,13 +6,14 @@ import csv
 import datetime as dt
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from tqdm import tqdm
 
 from app.config import Settings
@@ -32,6 +33,10 @@ COLUMNS = (
     "model_version",
     "as_of",
 )
+
+
+#: Called with a stored chunk's connection, customer keys and scores, inside its transaction.
+OnStored = Callable[[Connection, np.ndarray, Sequence[Score]], None]
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,12 @@ def score_all(
     out: Path | None,
     store: bool,
     progress: bool = True,
+    on_stored: OnStored | None = None,
 ) -> ScoreRunResult:
-    """Score every customer with an event by `as_of`; write `out` and/or a stored run."""
+    """Score every customer with an event by `as_of`; write `out` and/or a stored run.
+
+    `on_stored` runs in each stored chunk's transaction (the alerts outbox hooks in there).
+    """
     started = time.perf_counter()
     writer = _Writer(out, model.version, as_of) if out else None
     total = 0
@@ -150,6 +159,8 @@ def score_all(
         if run_id is not None:
             with engine.begin() as connection:
                 repository.write_scores(connection, run_id, matrix.customer_pks, scores)
+                if on_stored is not None:
+                    on_stored(connection, matrix.customer_pks, scores)
         total += len(scores)
         bar.update(len(scores))
     if run_id is not None:
