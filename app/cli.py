@@ -426,6 +426,20 @@ def rescore(
     )
 
 
+@cli.command()
+def deliver() -> None:
+    """Run the webhook deliverer alone (set CLV_WEBHOOKS_DELIVER_IN_SERVE=false on `clv serve`)."""
+    import asyncio
+    import logging.config
+
+    from app.observability.logs import logging_config
+    from app.webhooks.deliverer import run_forever
+
+    settings = get_settings()
+    logging.config.dictConfig(logging_config(settings.log_level))
+    asyncio.run(run_forever(settings))
+
+
 keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

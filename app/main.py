@@ -29,6 +29,8 @@ from app.observability.middleware import RequestObservabilityMiddleware
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
+from app.webhooks.deliverer import run_forever as run_deliverer
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_async_db_engine(settings)
     registry = ModelRegistry(settings.model_dir, settings.onnx_threads)
     background: list[asyncio.Task[None]] = []
+    deliverer: asyncio.Task[None] | None = None
+    deliverer_stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
         async with engine.connect() as connection:
@@ -71,6 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(asyncio.create_task(metrics.refresh_gauges_forever(app.state)))
         if settings.model_poll_seconds > 0:
             background.append(asyncio.create_task(registry.watch(settings.model_poll_seconds)))
+        if settings.webhooks_deliver_in_serve:
+            # One deliverer per database is active (the others stand by); it shares the event
+            # loop but not the request pool, and only awaits network and database I/O.
+            deliverer = asyncio.create_task(run_deliverer(settings, deliverer_stop))
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(
                 signal.SIGHUP,
@@ -86,6 +94,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in background:
             task.cancel()
+        if deliverer is not None:
+            deliverer_stop.set()  # in-flight sends finish (bounded by their timeout)
+            with contextlib.suppress(Exception):
+                await deliverer
         keys = getattr(app.state, "keys", None)
         if keys is not None:
             await keys.stop()
@@ -125,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(features_router)
     app.include_router(scoring_router)
     app.include_router(alerts_router)
+    app.include_router(webhooks_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -66,3 +66,18 @@ def count(settings: Settings, table: str) -> int:
         n = int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
     engine.dispose()
     return n
+
+
+def count_deliveries(settings: Settings, endpoint_id: int) -> dict[str, int]:
+    """An endpoint's deliveries by status."""
+    engine = create_engine(make_url(settings.database_url).set(drivername="postgresql+psycopg"))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT status, count(*) FROM webhook_deliveries WHERE endpoint_id = :e "
+                "GROUP BY status"
+            ),
+            {"e": endpoint_id},
+        ).all()
+    engine.dispose()
+    return {"pending": 0, "delivered": 0, "dead": 0} | {s: int(n) for s, n in rows}

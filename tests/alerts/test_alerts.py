@@ -6,7 +6,6 @@ import datetime as dt
 import uuid
 
 import httpx
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import AlertType
@@ -18,7 +17,7 @@ from app.db import create_async_db_engine
 from app.scoring.registry import load_model
 from app.scoring.service import PredictionService
 from tests.alerts.support import alert_rows, count, expected_scores, stored_run
-from tests.scoring.support import AS_OF_INSTANT, load_demo
+from tests.scoring.support import AS_OF_INSTANT
 
 T1 = AS_OF_INSTANT  # the end of the demo history
 T2 = T1 + dt.timedelta(days=45)  # nobody has bought since: some go quiet
@@ -42,13 +41,6 @@ def test_transition_rules() -> None:
     assert change["threshold"] == 0.7
     assert transitions(snap("active", p=0.8), snap("active", p=0.9), 0.7) == []  # already above
     assert transitions(snap("active", p=0.9), snap("active", p=0.1), 0.7) == []  # fell
-
-
-@pytest.fixture
-def demo(settings: Settings) -> Settings:
-    """The test database with 200 synthetic customers whose history ends at T1."""
-    load_demo(settings, 200, seed=12)
-    return settings
 
 
 async def test_rescore_emits_at_risk_for_customers_who_went_quiet(demo: Settings) -> None:
