@@ -440,6 +440,104 @@ def deliver() -> None:
     asyncio.run(run_forever(settings))
 
 
+def _rates(pairs: list[str], option: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{option} takes NAME=RATE, got {pair!r}") from exc
+    return out
+
+
+@cli.command()
+def plan(
+    budget: Annotated[float, typer.Option(min=0, help="Money to spend on contacts.")],
+    cost: Annotated[float, typer.Option(min=0.0, help="Cost of one contact.")],
+    save_rate: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Save rate for every customer.")
+    ] = None,
+    save_rate_stage: Annotated[
+        list[str] | None, typer.Option(help="STAGE=RATE, e.g. at_risk=0.2 (repeatable).")
+    ] = None,
+    save_rate_tier: Annotated[
+        list[str] | None, typer.Option(help="TIER=RATE, e.g. top=0.15 (repeatable).")
+    ] = None,
+    stage: Annotated[list[str] | None, typer.Option(help="Only this stage (repeatable).")] = None,
+    tier: Annotated[list[str] | None, typer.Option(help="Only this tier (repeatable).")] = None,
+    max_contacts: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    out: Annotated[Path | None, typer.Option(help="CSV file (default: standard output).")] = None,
+) -> None:
+    """Plan a retention campaign: customers ranked by expected net gain within the budget, as CSV.
+
+    gain = churn probability x save rate x CLV - cost, from each customer's latest stored scores
+    (run `clv rescore` first). Expected value under the save rate you give, not measured uplift.
+    """
+    import csv
+
+    from pydantic import ValidationError
+
+    from app.campaigns.schemas import CampaignPlanIn
+    from app.campaigns.service import plan_campaign_sync
+    from app.db import create_sync_engine
+    from app.errors import InvalidInput
+
+    try:
+        request = CampaignPlanIn.model_validate(
+            {
+                "budget": budget,
+                "cost_per_contact": cost,
+                "save_rate": save_rate,
+                "save_rate_by_stage": _rates(save_rate_stage or [], "--save-rate-stage") or None,
+                "save_rate_by_tier": _rates(save_rate_tier or [], "--save-rate-tier") or None,
+                "stages": stage or None,
+                "tiers": tier or None,
+                "max_contacts": max_contacts,
+            }
+        )
+    except ValidationError as exc:
+        raise _fail(str(exc)) from exc
+    settings = get_settings()
+    engine = create_sync_engine(settings)
+    try:
+        with engine.connect() as connection:
+            result = plan_campaign_sync(connection, request, settings.currency)
+    except InvalidInput as exc:
+        raise _fail(exc.detail or "invalid input") from exc
+    finally:
+        engine.dispose()
+    columns = [
+        "rank",
+        "customer_id",
+        "clv",
+        "churn_probability",
+        "lifecycle_stage",
+        "value_tier",
+        "save_rate",
+        "expected_retained_revenue",
+        "expected_net_gain",
+        "cumulative_spend",
+    ]
+    sink = out.open("w", newline="") if out else sys.stdout
+    try:
+        writer = csv.writer(sink)
+        writer.writerow(columns)
+        for c in result.contacts:
+            writer.writerow([getattr(c, name) for name in columns])
+    finally:
+        if out:
+            sink.close()
+    t = result.totals
+    roi = "n/a" if t.roi is None else f"{t.roi:.2f}"
+    typer.echo(
+        f"{t.contacts:,} contacts, spend {t.spend:,.2f} {result.currency}, expected retained "
+        f"revenue {t.expected_retained_revenue:,.2f}, expected net gain "
+        f"{t.expected_net_gain:,.2f}, ROI {roi} (stopped by {t.stopped_by})",
+        err=True,
+    )
+
+
 keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from app import __version__
 from app.alerts.router import router as alerts_router
 from app.auth.verifier import KeyVerifier
+from app.campaigns.router import router as campaigns_router
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
 from app.db import create_async_db_engine, create_read_pool, session_factory
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(scoring_router)
     app.include_router(alerts_router)
     app.include_router(webhooks_router)
+    app.include_router(campaigns_router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness")
     async def healthz() -> dict[str, str]:
