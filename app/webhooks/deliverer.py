@@ -84,7 +84,8 @@ class Deliverer:
             limits=httpx.Limits(max_connections=settings.webhooks_concurrency),
             headers={"user-agent": f"clv-service-webhooks/{__version__}"},
         )
-        self.lease = dt.timedelta(seconds=settings.webhooks_timeout_seconds + 30)
+        # Longer than a send can take (asyncio.timeout bounds it) plus recording its outcome.
+        self.lease = dt.timedelta(seconds=settings.webhooks_timeout_seconds + 10)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.delivered = 0
 

@@ -44,8 +44,9 @@ class Received:
 class Receiver:
     """Records every POST; answers 204, 500, or hangs, as `mode` says at that moment."""
 
-    def __init__(self, mode: Mode = "ok", hang_seconds: float = 3.0) -> None:
+    def __init__(self, mode: Mode = "ok", hang_seconds: float = 3.0, delay: float = 0.0) -> None:
         self.mode: Mode = mode
+        self.delay = delay
         self.hang_seconds = hang_seconds
         self.secrets: list[str] = []
         self.received: list[Received] = []
@@ -68,6 +69,8 @@ class Receiver:
             mode = self.mode
         if mode == "hang":
             time.sleep(self.hang_seconds)
+        elif self.delay:
+            time.sleep(self.delay)
         status = 500 if mode == "fail" else 204
         try:
             handler.send_response(status)
@@ -83,9 +86,11 @@ class Receiver:
 
 
 @contextmanager
-def receiving(mode: Mode = "ok", hang_seconds: float = 3.0) -> Iterator[Receiver]:
+def receiving(
+    mode: Mode = "ok", hang_seconds: float = 3.0, delay: float = 0.0
+) -> Iterator[Receiver]:
     """A receiver served by a real HTTP server on 127.0.0.1 while the block runs."""
-    receiver = Receiver(mode, hang_seconds)
+    receiver = Receiver(mode, hang_seconds, delay)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -98,6 +103,9 @@ def receiving(mode: Mode = "ok", hang_seconds: float = 3.0) -> Iterator[Receiver
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 512  # the default 5 refuses bursts of concurrent deliveries
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a sender that was killed or gave up resets its connection: expected here
 
     server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
