@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak clean
+.PHONY: help run test lint sync sync-dev postgres bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-alerts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench-scale: sync-dev postgres  ## offline features for 1M customers / 20M event
 
 bench-soak: sync-dev postgres  ## 5-minute steady mix of ingest and scoring: errors, latency and memory over time
 	$(VENV)/bin/python -m bench.soak
+
+bench-alerts: sync-dev postgres  ## webhook delivery throughput, score=true p99 beside the deliverer, clv rescore at 100k customers
+	$(VENV)/bin/python -m bench.alerts
 
 clean:  ## remove the virtualenv, tools and the embedded database
 	rm -rf $(VENV) .tools var .pytest_cache .mypy_cache .ruff_cache

@@ -431,13 +431,22 @@ def deliver() -> None:
     """Run the webhook deliverer alone (set CLV_WEBHOOKS_DELIVER_IN_SERVE=false on `clv serve`)."""
     import asyncio
     import logging.config
+    import signal
 
     from app.observability.logs import logging_config
     from app.webhooks.deliverer import run_forever
 
     settings = get_settings()
     logging.config.dictConfig(logging_config(settings.log_level))
-    asyncio.run(run_forever(settings))
+
+    async def deliver_until_signalled() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)  # in-flight sends finish, then exit
+        await run_forever(settings, stop)
+
+    asyncio.run(deliver_until_signalled())
 
 
 def _rates(pairs: list[str], option: str) -> dict[str, float]:

@@ -30,7 +30,7 @@ from app.observability.middleware import RequestObservabilityMiddleware
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
-from app.webhooks.deliverer import run_forever as run_deliverer
+from app.webhooks.deliverer import DelivererThread
 from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_async_db_engine(settings)
     registry = ModelRegistry(settings.model_dir, settings.onnx_threads)
     background: list[asyncio.Task[None]] = []
-    deliverer: asyncio.Task[None] | None = None
-    deliverer_stop = asyncio.Event()
+    deliverer: DelivererThread | None = None
     loop = asyncio.get_running_loop()
     try:
         async with engine.connect() as connection:
@@ -77,9 +76,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.model_poll_seconds > 0:
             background.append(asyncio.create_task(registry.watch(settings.model_poll_seconds)))
         if settings.webhooks_deliver_in_serve:
-            # One deliverer per database is active (the others stand by); it shares the event
-            # loop but not the request pool, and only awaits network and database I/O.
-            deliverer = asyncio.create_task(run_deliverer(settings, deliverer_stop))
+            # One deliverer per database is active (the others stand by), on a thread and
+            # event loop of its own, with its own connections: it never holds up a request.
+            deliverer = DelivererThread(settings)
+            deliverer.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(
                 signal.SIGHUP,
@@ -95,10 +95,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in background:
             task.cancel()
-        if deliverer is not None:
-            deliverer_stop.set()  # in-flight sends finish (bounded by their timeout)
-            with contextlib.suppress(Exception):
-                await deliverer
+        if deliverer is not None:  # in-flight sends finish (bounded by their timeout)
+            await asyncio.to_thread(deliverer.stop, settings.webhooks_timeout_seconds + 5)
         keys = getattr(app.state, "keys", None)
         if keys is not None:
             await keys.stop()

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,18 +89,37 @@ class Deliverer:
         # Longer than a send can take (asyncio.timeout bounds it) plus recording its outcome.
         self.lease = dt.timedelta(seconds=settings.webhooks_timeout_seconds + 10)
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.outcomes: list[dict[str, Any]] = []  # stored by the next step, in one statement
         self.delivered = 0
+        self._last_fan_out = -math.inf
 
     async def close(self) -> None:
-        """Wait for in-flight sends, then close the HTTP client."""
+        """Wait for in-flight sends, store their outcomes, then close the HTTP client."""
         if self.in_flight:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
-        await self.client.aclose()
+        try:
+            await self.flush()
+        finally:
+            await self.client.aclose()
+
+    async def flush(self) -> None:
+        """Store the outcomes gathered since the last flush (lost ones are sent again when
+        their lease expires: at least once)."""
+        outcomes, self.outcomes = self.outcomes, []
+        if outcomes:
+            async with self.engine.begin() as connection:
+                await repository.record_outcomes(connection, outcomes)
 
     async def step(self) -> bool:
-        """Fan out new alerts and start sends for due deliveries; True when there was work."""
-        async with self.engine.begin() as connection:
-            fanned = await repository.fan_out(connection, FAN_OUT_BATCH)
+        """Store finished outcomes, fan out new alerts (at most once per poll interval while
+        there is none), start sends for due deliveries; True when there was work."""
+        await self.flush()
+        fanned = 0
+        if time.monotonic() - self._last_fan_out >= self.settings.webhooks_poll_seconds:
+            async with self.engine.begin() as connection:
+                fanned = await repository.fan_out(connection, FAN_OUT_BATCH)
+            # A full batch means more are waiting: fan out again on the next step.
+            self._last_fan_out = -math.inf if fanned == FAN_OUT_BATCH else time.monotonic()
         free = self.settings.webhooks_concurrency - len(self.in_flight)
         claimed: list[Any] = []
         if free > 0:
@@ -143,19 +164,17 @@ class Deliverer:
                 attempts,
                 extra={"webhook_id": alert_id, "error": outcome.error},
             )
-        try:
-            async with self.engine.begin() as connection:
-                await repository.record_outcome(
-                    connection,
-                    delivery_id,
-                    delivered=outcome.delivered,
-                    dead=dead,
-                    status_code=outcome.status_code,
-                    error=outcome.error,
-                    retry_at=retry_at,
-                )
-        except Exception:  # the lease expires and the delivery is sent again
-            logger.exception("could not record a webhook delivery outcome")
+        now = dt.datetime.now(dt.UTC)
+        self.outcomes.append(
+            {
+                "delivery_id": delivery_id,
+                "new_status": "delivered" if outcome.delivered else "dead" if dead else "pending",
+                "retry_at": retry_at or now,
+                "done_at": now if outcome.delivered else None,
+                "status_code": outcome.status_code,
+                "error": outcome.error,
+            }
+        )
 
     async def send(self, url: str, secrets: list[str], message_id: str, body: bytes) -> Outcome:
         """One signed POST; 2xx is delivered, anything else (or no answer in time) is not."""
@@ -203,8 +222,10 @@ class Deliverer:
             except Exception:
                 logger.exception("webhook deliverer step failed; retrying")
                 busy = False
-            if not busy or len(self.in_flight) >= self.settings.webhooks_concurrency:
+            if not busy or 2 * len(self.in_flight) >= self.settings.webhooks_concurrency:
                 await _wait(stop, self.settings.webhooks_poll_seconds, self.in_flight)
+                # Let a few more sends finish: their outcomes then share one write.
+                await asyncio.sleep(0.01)
 
 
 async def _wait(stop: asyncio.Event, seconds: float, in_flight: set[asyncio.Task[None]]) -> None:
@@ -221,7 +242,7 @@ def deliverer_engine(settings: Settings) -> AsyncEngine:
         from app.db import create_async_db_engine
 
         return create_async_db_engine(settings)
-    return create_async_engine(url, pool_size=2, max_overflow=0, hide_parameters=True)
+    return create_async_engine(url, pool_size=3, max_overflow=0, hide_parameters=True)
 
 
 async def _leadership(settings: Settings) -> asyncpg.Connection | None:
@@ -295,3 +316,41 @@ async def _watch_lock(lock: asyncpg.Connection, lost: asyncio.Event) -> None:
             lost.set()
             return
         await asyncio.sleep(5)
+
+
+class DelivererThread:
+    """`clv serve`'s deliverer, on a thread with its own event loop: its database work, JSON and
+    signing never queue behind (or ahead of) the requests of the worker's loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="webhook-deliverer", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread (returns at once)."""
+        self._thread.start()
+        self._started.wait()
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._started.set()
+            await run_forever(self.settings, self._stop)
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            logger.exception("webhook deliverer thread failed")
+        finally:
+            self._started.set()
+
+    def stop(self, timeout: float) -> None:
+        """Ask the loop to stop (in-flight sends finish) and wait up to `timeout` seconds."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)

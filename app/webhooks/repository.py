@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, select, update
+from sqlalchemy import and_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -202,29 +202,24 @@ async def claim(connection: AsyncConnection, limit: int, lease: dt.timedelta) ->
     return list((await connection.execute(query)).all())
 
 
-async def record_outcome(
-    connection: AsyncConnection,
-    delivery_id: int,
-    *,
-    delivered: bool,
-    dead: bool,
-    status_code: int | None,
-    error: str | None,
-    retry_at: dt.datetime | None,
-) -> None:
-    """Store one attempt's outcome: delivered, retry at `retry_at`, or dead-lettered."""
-    values: dict[str, Any] = {"last_status_code": status_code, "last_error": error}
-    if delivered:
-        values |= {"status": DeliveryStatus.delivered, "delivered_at": dt.datetime.now(dt.UTC)}
-    elif dead:
-        values |= {"status": DeliveryStatus.dead}
-    else:
-        values |= {"next_attempt_at": retry_at}
-    await connection.execute(
+async def record_outcomes(connection: AsyncConnection, outcomes: list[dict[str, Any]]) -> None:
+    """Store attempts' outcomes in one statement (executemany): each row has `delivery_id`,
+    `status` (delivered, dead, or pending to retry at `next_attempt_at`), `delivered_at`,
+    `last_status_code` and `last_error`."""
+    if not outcomes:
+        return
+    statement = (
         update(WebhookDelivery)
         .where(
-            WebhookDelivery.id == delivery_id,
+            WebhookDelivery.id == bindparam("delivery_id"),
             WebhookDelivery.status == DeliveryStatus.pending,
         )
-        .values(**values)
+        .values(
+            status=bindparam("new_status"),
+            next_attempt_at=bindparam("retry_at"),
+            delivered_at=bindparam("done_at"),
+            last_status_code=bindparam("status_code"),
+            last_error=bindparam("error"),
+        )
     )
+    await connection.execute(statement, outcomes)

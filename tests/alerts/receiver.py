@@ -39,6 +39,7 @@ class Received:
     body: bytes
     at: float
     valid: bool
+    host: str = ""
 
 
 class Receiver:
@@ -64,7 +65,15 @@ class Receiver:
                 verify(s, webhook_id, timestamp, body, signature) for s in self.secrets
             )
             self.received.append(
-                Received(webhook_id, timestamp, signature, body, time.monotonic(), valid)
+                Received(
+                    webhook_id,
+                    timestamp,
+                    signature,
+                    body,
+                    time.monotonic(),
+                    valid,
+                    handler.headers.get("host", ""),
+                )
             )
             mode = self.mode
         if mode == "hang":

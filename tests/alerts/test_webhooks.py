@@ -253,3 +253,27 @@ def test_backoff_grows_with_jitter_and_a_cap(settings: Settings) -> None:
         delays = [backoff(attempt, s) for _ in range(200)]
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1  # jittered
+
+
+async def test_checked_delivery_connects_to_the_checked_address_and_keeps_the_name(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Treat loopback as public for once, so the production path (resolve, check, connect to
+    # the checked address with the name in Host) runs against the loopback receiver.
+    monkeypatch.setattr("app.webhooks.ssrf.is_public", lambda _address: True)
+    strict = fast(settings, webhooks_allow_private=False)
+    engine = create_async_db_engine(strict)
+    deliverer = Deliverer(engine, strict)
+    try:
+        with receiving() as receiver:
+            url = receiver.url.replace("127.0.0.1", "localhost")
+            receiver.secrets = ["whsec_" + base64.b64encode(b"k" * 32).decode()]
+            outcome = await deliverer.send(url, receiver.secrets, "msg_pinned", b'{"a": 1}')
+    finally:
+        await deliverer.close()
+        await engine.dispose()
+    assert outcome.delivered, outcome
+    [request] = receiver.received
+    assert request.host == url.split("/")[2]  # localhost:<port>, not the address
+    assert request.valid
+    assert request.webhook_id == "msg_pinned"

@@ -1,0 +1,369 @@
+"""Alerts and webhooks: delivery throughput to a local receiver, the p99 of
+POST /v1/events?score=true with no receiver / a hanging one / a busy deliverer (same run, same
+server), and `clv rescore` over many customers.
+
+    .venv/bin/python -m bench.alerts [--customers 100000] [--alerts 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from app.config import Settings
+from app.db import create_sync_engine
+from app.demo.generator import generate_demo
+from app.events.bulk import BulkLoader
+from app.webhooks.signing import new_secret
+from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
+from bench.scoring import load
+from tests.server import free_port, running_server
+
+TEMPLATE = {
+    "from": "active",
+    "to": "at_risk",
+    "model_version": "bench",
+    "expected_value_at_risk": 91.4,
+    "before": {
+        "clv": 180.2,
+        "churn_probability": 0.31,
+        "lifecycle_stage": "active",
+        "value_tier": "high",
+        "expected_value_at_risk": 55.86,
+        "model_version": "bench",
+        "as_of": "2026-11-29T03:00:00Z",
+    },
+    "after": {
+        "clv": 172.9,
+        "churn_probability": 0.53,
+        "lifecycle_stage": "at_risk",
+        "value_tier": "high",
+        "expected_value_at_risk": 91.4,
+        "model_version": "bench",
+        "as_of": "2026-11-30T03:00:00Z",
+    },
+    "source": "bench",
+}
+
+
+async def receiver_app(
+    scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Any
+) -> None:
+    """The local receiver: 204 at once, or (BENCH_RECEIVER=hang) no answer for a minute."""
+    if scope["type"] != "http":
+        return
+    while True:
+        message = await receive()
+        if not message.get("more_body"):
+            break
+    if os.environ.get("BENCH_RECEIVER") == "hang":
+        await asyncio.sleep(60)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@contextmanager
+def receiver(mode: str) -> Iterator[str]:
+    """The receiver in its own uvicorn process; yields its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.alerts:receiver_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--backlog",
+            "4096",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_RECEIVER": mode},
+    )
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/hook"
+    for _ in range(200):
+        try:
+            httpx.post(url, timeout=0.2)
+            break
+        except httpx.TimeoutException:
+            break  # the hanging one answers nothing: it is up
+        except httpx.TransportError:
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def add_endpoint(engine: Engine, url: str) -> int:
+    with engine.begin() as connection:
+        return int(
+            connection.execute(
+                text(
+                    "INSERT INTO webhook_endpoints (url, secret, enabled) VALUES (:u, :s, true) "
+                    "RETURNING id"
+                ),
+                {"u": url, "s": new_secret()},
+            ).scalar_one()
+        )
+
+
+def add_alerts(engine: Engine, n: int, tag: str) -> None:
+    """`n` alerts shaped like real ones, spread over the first 1,000 customers."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """
+                WITH c AS (SELECT id, external_id, row_number() OVER (ORDER BY id) AS rn
+                           FROM customers ORDER BY id LIMIT 1000),
+                     k AS (SELECT count(*) AS n FROM c)
+                INSERT INTO alerts (alert_id, type, customer_id, occurred_at, data)
+                SELECT 'msg_' || md5(:tag || g::text), 'customer.at_risk', c.id, now(),
+                       CAST(:template AS jsonb) || jsonb_build_object('customer_id', c.external_id)
+                FROM generate_series(1, :n) g, k JOIN c ON true
+                WHERE c.rn = 1 + g % k.n
+                """
+            ),
+            {"n": n, "tag": tag, "template": json.dumps(TEMPLATE)},
+        )
+
+
+def delivered(engine: Engine, endpoint: int) -> tuple[int, float]:
+    """Deliveries done for the endpoint, and seconds between its first and last."""
+    with engine.connect() as connection:
+        n, first, last = connection.execute(
+            text(
+                "SELECT count(*), min(delivered_at), max(delivered_at) FROM webhook_deliveries "
+                "WHERE endpoint_id = :e AND status = 'delivered'"
+            ),
+            {"e": endpoint},
+        ).one()
+    return int(n), (last - first).total_seconds() if n > 1 else 0.0
+
+
+def wait_for(check: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def load_demo(url: str, customers: int, end: dt.datetime) -> None:
+    engine = create_sync_engine(Settings(database_url=url))
+    loader = BulkLoader(engine, "USD")
+    for chunk in generate_demo(
+        customers, 3, start=end - dt.timedelta(days=3 * 365), end=end, chunk_customers=10_000
+    ):
+        loader.load(chunk.events, chunk.customers)
+    settle(engine)
+    engine.dispose()
+
+
+def throughput(url: str, env: dict[str, str], n: int, concurrency: int) -> dict[str, float]:
+    """`clv deliver` alone sending `n` alerts to a local receiver."""
+    engine = create_sync_engine(Settings(database_url=url))
+    with receiver("ok") as hook:
+        endpoint = add_endpoint(engine, hook)
+        add_alerts(engine, n, f"tp{concurrency}")
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "deliver"],
+            cwd=ROOT,
+            env={**os.environ, **env, "CLV_WEBHOOKS_CONCURRENCY": str(concurrency)},
+        )
+        try:
+            ok = wait_for(lambda: delivered(engine, endpoint)[0] >= n, 600)
+        finally:
+            process.terminate()
+            process.wait()
+        wall = time.perf_counter() - started
+        done, span = delivered(engine, endpoint)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM webhook_endpoints"))
+        connection.execute(text("UPDATE alerts SET dispatched_at = now()"))
+    engine.dispose()
+    assert ok, f"only {done} of {n} delivered"
+    print(f"throughput c={concurrency}: {done / span:.0f}/s", file=sys.stderr)
+    return {"n": done, "span": span, "rate": done / span, "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--model-customers", type=int, default=5_000)
+    parser.add_argument("--alerts", type=int, default=5_000)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=50.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="clv-bench-alerts-"))
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    models = work / "models"
+    lines: list[str] = []
+
+    with fresh_database("clv_bench_alerts") as url:
+        url += "?sslmode=disable"
+        load_demo(url, args.model_customers, end)
+        env = {
+            "CLV_DATABASE_URL": url,
+            "CLV_MODEL_DIR": str(models),
+            "CLV_LOG_LEVEL": "warning",
+            "CLV_MODEL_POLL_SECONDS": "0",
+            "CLV_WEBHOOKS_ALLOW_PRIVATE": "true",
+        }
+        run_clv(env, "train", "--stack", "2", "--no-baselines")
+        run_clv(env, "score", "--store")  # every customer's baseline state
+
+        # 1. Delivery throughput, `clv deliver` alone.
+        rates = {c: throughput(url, env, args.alerts, c) for c in (16, 64)}
+
+        # 2. score=true latency beside the in-serve deliverer (same server, same run).
+        engine = create_sync_engine(Settings(database_url=url))
+        with engine.connect() as connection:
+            ids = [
+                r[0]
+                for r in connection.execute(
+                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 3000")
+                )
+            ]
+            from app.auth.keys import ALL_SCOPES
+            from app.auth.repository import create_key
+        with engine.begin() as connection:
+            key = create_key(connection, "bench", ALL_SCOPES).secret
+
+        def requests(tag: str) -> list[dict[str, Any]]:
+            now = dt.datetime.now(dt.UTC)
+            return [
+                {
+                    "method": "POST",
+                    "path": "/v1/events?score=true",
+                    "body": {
+                        "event_id": f"bench-{tag}-{n}",
+                        "customer_id": ids[n % len(ids)],
+                        "type": "order" if n % 3 == 0 else "product_view",
+                        "occurred_at": (now - dt.timedelta(seconds=n)).isoformat(),
+                        **({"amount": "42.50", "currency": "USD"} if n % 3 == 0 else {}),
+                    },
+                }
+                for n in range(int(args.rate * args.duration) + 200)
+            ]
+
+        latency: dict[str, dict[str, Any]] = {}
+        with running_server({**env, "CLV_AUTH_DISABLED": "false"}, timeout=120) as base:
+            options = {"mode": "rate", "rate": args.rate, "duration": args.duration}
+            latency["none"] = load(base, requests("none"), work, "none", key, **options)
+            with receiver("hang") as hang:
+                endpoint = add_endpoint(engine, hang)
+                add_alerts(engine, args.alerts, "hang")
+                time.sleep(2)  # the deliverer has its 16 sends hanging now
+                latency["hang"] = load(base, requests("hang"), work, "hang", key, **options)
+                with engine.begin() as connection:
+                    connection.execute(
+                        text("DELETE FROM webhook_endpoints WHERE id = :e"), {"e": endpoint}
+                    )
+            with receiver("ok") as fast:
+                endpoint = add_endpoint(engine, fast)
+                add_alerts(engine, 4 * args.alerts, "busy")
+                time.sleep(2)
+                latency["busy"] = load(base, requests("busy"), work, "busy", key, **options)
+                busy_done, _ = delivered(engine, endpoint)
+            latency["none-again"] = load(base, requests("none2"), work, "none2", key, **options)
+        engine.dispose()
+
+    # 3. clv rescore over many customers (its own database, the same model).
+    with fresh_database("clv_bench_rescore") as url:
+        url += "?sslmode=disable"
+        started = time.perf_counter()
+        load_demo(url, args.customers, end)
+        print(
+            f"loaded {args.customers:,} customers in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+        env2 = {**env, "CLV_DATABASE_URL": url}
+        t1 = (end - dt.timedelta(days=60)).date().isoformat()
+        t2 = end.date().isoformat()
+        _, plain = run_clv(env2, "score", "--out", str(work / "t2.parquet"), "--as-of", t2)
+        _, baseline = run_clv(env2, "score", "--store", "--as-of", t1)
+        out, rescore = run_clv(env2, "rescore", "--as-of", t2, "--no-progress")
+        alerts = int(out.split(" alerts")[0].rsplit(" ", 1)[1].replace(",", ""))
+
+    def row(name: str, label: str) -> str:
+        r = latency[name]
+        return (
+            f"| {label} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | "
+            f"{r['p99_ms']} | {r['p99_ms'] / latency['none']['p99_ms']:.2f} |"
+        )
+
+    lines += [
+        "## Alerts and webhooks (issue 12)",
+        "",
+        header(
+            f"make bench-alerts  (python -m bench.alerts --customers {args.customers} --alerts {args.alerts})"
+        ),
+        "- **Noisy machine**: 2 cores shared with ~7 parallel sessions (tests, other benchmarks) "
+        "while this ran; treat the figures as lower bounds and the ratios as indicative.",
+        "",
+        "Delivery throughput: `clv deliver` alone, Postgres, a local uvicorn receiver answering "
+        f"204 at once, {args.alerts:,} alerts shaped like real ones (about 700-byte bodies), "
+        "each signed (Standard Webhooks) and its outcome stored.",
+        "",
+        "| concurrency (CLV_WEBHOOKS_CONCURRENCY) | delivered | events/s (first to last) | wall s incl. start |",
+        "|---|---|---|---|",
+        *(f"| {c} | {r['n']:,} | {r['rate']:.0f} | {r['wall']:.1f} |" for c, r in rates.items()),
+        "",
+        f"`POST /v1/events?score=true` at {args.rate:.0f} req/s for {args.duration:.0f} s "
+        "(bench/loadgen.py, open loop), one `clv serve` worker with the deliverer inside, same "
+        "server for every row, in this order:",
+        "",
+        "| deliverer state | requests | errors | p50 ms | p95 ms | p99 ms | p99 / none |",
+        "|---|---|---|---|---|---|---|",
+        row("none", "no endpoint (baseline)"),
+        row(
+            "hang",
+            f"receiver that never answers, {args.alerts:,} alerts queued (16 sends hanging, retries)",
+        ),
+        row(
+            "busy",
+            f"fast receiver, {4 * args.alerts:,} alerts queued: the deliverer sending flat out ({busy_done:,} delivered during the row)",
+        ),
+        row("none-again", "no endpoint again (drift check)"),
+        "",
+        f"`clv rescore` over {args.customers:,} demo customers (Postgres), model trained on "
+        f"{args.model_customers:,}: the baseline stored run as of {t1}, then the rescore as of "
+        f"{t2} writing states and alerts for every change.",
+        "",
+        "| run | seconds | customers/s | alerts |",
+        "|---|---|---|---|",
+        f"| `clv score --out t2.parquet` (no store, the reference) | {plain:.1f} | {args.customers / plain:,.0f} | - |",
+        f"| `clv score --store --as-of {t1}` (first states: baseline, no alerts) | {baseline:.1f} | {args.customers / baseline:,.0f} | 0 |",
+        f"| `clv rescore --as-of {t2}` | {rescore:.1f} | {args.customers / rescore:,.0f} | {alerts:,} |",
+        "",
+        f"Rescore / plain scoring: {rescore / plain:.2f}x the time (storing the run, the states "
+        "and the alerts, all in the per-chunk transactions). Wall times include process start and "
+        "model load.",
+    ]
+    write_section("alerts", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
