@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     webhooks_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often an idle deliverer looks for new work."
     )
+    alerts_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Alerts (and their deliveries) older than this are deleted by the deliverer.",
+    )
     webhooks_secret_grace_hours: float = Field(
         default=24.0,
         ge=0,

@@ -160,6 +160,13 @@ def delivered(engine: Engine, endpoint: int) -> tuple[int, float]:
     return int(n), (last - first).total_seconds() if n > 1 else 0.0
 
 
+def drain(engine: Engine, endpoint: int) -> None:
+    """Remove the endpoint, then wait for the deliverer to go idle (its in-flight sends end)."""
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM webhook_endpoints WHERE id = :e"), {"e": endpoint})
+    time.sleep(5)
+
+
 def wait_for(check: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not check():
@@ -215,6 +222,7 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=5_000)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--only-throughput", action="store_true", help="Just part 1, printed.")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="clv-bench-alerts-"))
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
@@ -236,6 +244,8 @@ def main() -> None:
 
         # 1. Delivery throughput, `clv deliver` alone.
         rates = {c: throughput(url, env, args.alerts, c) for c in (16, 64)}
+        if args.only_throughput:
+            return
 
         # 2. score=true latency beside the in-serve deliverer (same server, same run).
         engine = create_sync_engine(Settings(database_url=url))
@@ -269,6 +279,7 @@ def main() -> None:
             ]
 
         latency: dict[str, dict[str, Any]] = {}
+        busy_done: dict[str, int] = {}
         with running_server({**env, "CLV_AUTH_DISABLED": "false"}, timeout=120) as base:
             options = {"mode": "rate", "rate": args.rate, "duration": args.duration}
             latency["none"] = load(base, requests("none"), work, "none", key, **options)
@@ -286,8 +297,25 @@ def main() -> None:
                 add_alerts(engine, 4 * args.alerts, "busy")
                 time.sleep(2)
                 latency["busy"] = load(base, requests("busy"), work, "busy", key, **options)
-                busy_done, _ = delivered(engine, endpoint)
+                busy_done["busy"], _ = delivered(engine, endpoint)
+                drain(engine, endpoint)
             latency["none-again"] = load(base, requests("none2"), work, "none2", key, **options)
+        # The same busy load with the deliverer in its own process (`clv deliver`).
+        apart = {**env, "CLV_AUTH_DISABLED": "false", "CLV_WEBHOOKS_DELIVER_IN_SERVE": "false"}
+        with running_server(apart, timeout=120) as base, receiver("ok") as fast:
+            latency["apart-none"] = load(base, requests("apart0"), work, "apart0", key, **options)
+            endpoint = add_endpoint(engine, fast)
+            add_alerts(engine, 4 * args.alerts, "apart")
+            deliverer = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "deliver"], cwd=ROOT, env={**os.environ, **env}
+            )
+            try:
+                time.sleep(2)
+                latency["apart-busy"] = load(base, requests("apart"), work, "apart", key, **options)
+                busy_done["apart-busy"], _ = delivered(engine, endpoint)
+            finally:
+                deliverer.terminate()
+                deliverer.wait()
         engine.dispose()
 
     # 3. clv rescore over many customers (its own database, the same model).
@@ -332,8 +360,8 @@ def main() -> None:
         *(f"| {c} | {r['n']:,} | {r['rate']:.0f} | {r['wall']:.1f} |" for c, r in rates.items()),
         "",
         f"`POST /v1/events?score=true` at {args.rate:.0f} req/s for {args.duration:.0f} s "
-        "(bench/loadgen.py, open loop), one `clv serve` worker with the deliverer inside, same "
-        "server for every row, in this order:",
+        "(bench/loadgen.py, open loop), one `clv serve` worker (the deliverer on its own thread inside "
+        "it), same server for the first four rows, in this order:",
         "",
         "| deliverer state | requests | errors | p50 ms | p95 ms | p99 ms | p99 / none |",
         "|---|---|---|---|---|---|---|",

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 #: pg_advisory_lock key of the active deliverer ("clv-webhooks").
 ADVISORY_KEY = 0x636C_7677_6862
 FAN_OUT_BATCH = 1000
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 10_000
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Deliverer:
         self.outcomes: list[dict[str, Any]] = []  # stored by the next step, in one statement
         self.delivered = 0
         self._last_fan_out = -math.inf
+        self._last_prune = -math.inf
 
     async def close(self) -> None:
         """Wait for in-flight sends, store their outcomes, then close the HTTP client."""
@@ -110,10 +113,24 @@ class Deliverer:
             async with self.engine.begin() as connection:
                 await repository.record_outcomes(connection, outcomes)
 
+    async def prune(self) -> int:
+        """Delete alerts past CLV_ALERTS_RETENTION_DAYS, in batches; returns how many."""
+        self._last_prune = time.monotonic()
+        before = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.alerts_retention_days)
+        total = 0
+        while True:
+            async with self.engine.begin() as connection:
+                n = await repository.prune(connection, before, PRUNE_BATCH)
+            total += n
+            if n < PRUNE_BATCH:
+                return total
+
     async def step(self) -> bool:
         """Store finished outcomes, fan out new alerts (at most once per poll interval while
         there is none), start sends for due deliveries; True when there was work."""
         await self.flush()
+        if time.monotonic() - self._last_prune >= PRUNE_EVERY_SECONDS:
+            await self.prune()
         fanned = 0
         if time.monotonic() - self._last_fan_out >= self.settings.webhooks_poll_seconds:
             async with self.engine.begin() as connection:

@@ -223,3 +223,15 @@ async def record_outcomes(connection: AsyncConnection, outcomes: list[dict[str, 
         )
     )
     await connection.execute(statement, outcomes)
+
+
+async def prune(connection: AsyncConnection, before: dt.datetime, batch: int) -> int:
+    """Delete up to `batch` fanned-out alerts recorded before `before` (their deliveries go
+    with them); returns how many."""
+    old = (
+        select(Alert.id)
+        .where(Alert.occurred_at < before, Alert.dispatched_at.is_not(None))
+        .limit(batch)
+    )
+    result = await connection.execute(delete(Alert).where(Alert.id.in_(old)))
+    return int(result.rowcount)

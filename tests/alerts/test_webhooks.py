@@ -19,7 +19,7 @@ from app.config import Settings
 from app.db import create_async_db_engine
 from app.webhooks.deliverer import Deliverer, backoff
 from tests.alerts.receiver import receiving
-from tests.alerts.support import alert_rows, stored_run
+from tests.alerts.support import alert_rows, count_deliveries, stored_run
 from tests.conftest import app_client, bearer
 from tests.scoring.support import AS_OF_INSTANT
 
@@ -277,3 +277,35 @@ async def test_checked_delivery_connects_to_the_checked_address_and_keeps_the_na
     assert request.host == url.split("/")[2]  # localhost:<port>, not the address
     assert request.valid
     assert request.webhook_id == "msg_pinned"
+
+
+async def test_alerts_past_retention_are_pruned_with_their_deliveries(
+    demo: Settings, client_fast: httpx.AsyncClient
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    with receiving() as receiver:
+        hook = (await client_fast.post("/v1/webhooks", json={"url": receiver.url})).json()
+        receiver.secrets = [hook["secret"]]
+        stored_run(demo, T1)
+        stored_run(demo, T2)
+        rows = alert_rows(demo)
+        await deliver_until(fast(demo), lambda: len(receiver.received) >= len(rows))
+    old = [r["id"] for r in rows[: len(rows) // 3]]
+    sync = create_engine(make_url(demo.database_url).set(drivername="postgresql+psycopg"))
+    with sync.begin() as connection:
+        connection.execute(
+            text("UPDATE alerts SET occurred_at = now() - interval '91 days' WHERE id = ANY(:ids)"),
+            {"ids": old},
+        )
+    sync.dispose()
+    engine = create_async_db_engine(demo)
+    deliverer = Deliverer(engine, fast(demo))
+    try:
+        assert await deliverer.prune() == len(old)
+    finally:
+        await deliverer.close()
+        await engine.dispose()
+    assert [r["id"] for r in alert_rows(demo)] == [r["id"] for r in rows[len(old) :]]
+    assert count_deliveries(demo, hook["id"])["delivered"] == len(rows) - len(old)
