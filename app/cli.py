@@ -557,7 +557,8 @@ def keys_create(
     scopes: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: events:write, predictions:read, customers:erase, admin, or all."
+            help="Comma-separated: events:write, predictions:read, customers:erase, admin, "
+            "webhooks:admin, or all.",
         ),
     ],
 ) -> None:

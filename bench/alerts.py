@@ -223,7 +223,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--only-throughput", action="store_true", help="Just part 1, printed.")
+    parser.add_argument("--interleaved", action="store_true", help="Only the A/B latency part.")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--window", type=float, default=10.0)
     args = parser.parse_args()
+    if args.interleaved:
+        interleaved(args)
+        return
     work = Path(tempfile.mkdtemp(prefix="clv-bench-alerts-"))
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
     models = work / "models"
@@ -395,3 +401,134 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def latencies(path: Path) -> list[float]:
+    """Per-request latencies (ms) from a loadgen --timeline file."""
+    return [float(line.split()[1]) for line in path.read_text().splitlines() if line.strip()]
+
+
+def interleaved(args: argparse.Namespace) -> None:
+    """score=true latency on two servers of one database, measured in alternating windows:
+    A runs the deliverer (on its thread) against a hanging, then a fast receiver; B runs none.
+    Alternating cancels the drift of a shared, noisy machine."""
+    from bench.common import percentile
+
+    work = Path(tempfile.mkdtemp(prefix="clv-bench-alerts-il-"))
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    with fresh_database("clv_bench_alerts_il") as url:
+        url += "?sslmode=disable"
+        load_demo(url, args.model_customers, end)
+        env = {
+            "CLV_DATABASE_URL": url,
+            "CLV_MODEL_DIR": str(work / "models"),
+            "CLV_LOG_LEVEL": "warning",
+            "CLV_MODEL_POLL_SECONDS": "0",
+            "CLV_WEBHOOKS_ALLOW_PRIVATE": "true",
+            "CLV_AUTH_DISABLED": "false",
+        }
+        run_clv(env, "train", "--stack", "2", "--no-baselines")
+        run_clv(env, "score", "--store")
+        engine = create_sync_engine(Settings(database_url=url))
+        with engine.connect() as connection:
+            ids = [
+                r[0]
+                for r in connection.execute(
+                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 3000")
+                )
+            ]
+        from app.auth.keys import ALL_SCOPES
+        from app.auth.repository import create_key
+
+        with engine.begin() as connection:
+            key = create_key(connection, "bench", ALL_SCOPES).secret
+        counter = iter(range(10**9))
+
+        def window(base: str, name: str) -> list[float]:
+            now = dt.datetime.now(dt.UTC)
+            batch = [
+                {
+                    "method": "POST",
+                    "path": "/v1/events?score=true",
+                    "body": {
+                        "event_id": f"il-{next(counter)}",
+                        "customer_id": ids[n % len(ids)],
+                        "type": "product_view",
+                        "occurred_at": (now - dt.timedelta(seconds=n)).isoformat(),
+                    },
+                }
+                for n in range(int(args.rate * args.window) + 200)
+            ]
+            timeline = work / f"{name}-{next(counter)}.timeline"
+            load(
+                base,
+                batch,
+                work,
+                name,
+                key,
+                mode="rate",
+                rate=args.rate,
+                duration=args.window,
+                warmup=0,
+                timeline=timeline,
+            )
+            return latencies(timeline)
+
+        results: dict[str, list[float]] = {}
+        with running_server(env, timeout=120) as a:
+            time.sleep(3)  # A's deliverer takes the lock before B exists
+            b_env = {**env, "CLV_WEBHOOKS_DELIVER_IN_SERVE": "false"}
+            with running_server(b_env, timeout=120) as b:
+                for mode, queued in (("hang", args.alerts), ("ok", 4 * args.alerts)):
+                    with receiver(mode) as hook:
+                        endpoint = add_endpoint(engine, hook)
+                        add_alerts(engine, queued, f"il-{mode}")
+                        time.sleep(2)
+                        for r in range(args.rounds):
+                            order = [(a, "A"), (b, "B")] if r % 2 == 0 else [(b, "B"), (a, "A")]
+                            for base, side in order:
+                                results.setdefault(f"{mode}-{side}", []).extend(
+                                    window(base, f"{mode}-{side}")
+                                )
+                        done, _ = delivered(engine, endpoint)
+                        results[f"{mode}-delivered"] = [float(done)]
+                        drain(engine, endpoint)
+        engine.dispose()
+
+    def row(label: str, key: str, baseline: str) -> str:
+        ms = results[key]
+        p99 = percentile(ms, 99)
+        return (
+            f"| {label} | {len(ms)} | {percentile(ms, 50):.1f} | {percentile(ms, 95):.1f} | "
+            f"{p99:.1f} | {p99 / percentile(results[baseline], 99):.2f} |"
+        )
+
+    body = "\n".join(
+        [
+            "### `score=true` p99 beside the deliverer, interleaved",
+            "",
+            header(
+                f"python -m bench.alerts --interleaved --rounds {args.rounds} --window {args.window:.0f}"
+            ),
+            "- Noisy machine (2 shared cores, other sessions running): the windows alternate "
+            "between the two servers so that drift hits both alike.",
+            "",
+            f"Two `clv serve` workers on one database: **A** runs the deliverer (its own thread), "
+            f"**B** none (CLV_WEBHOOKS_DELIVER_IN_SERVE=false). `POST /v1/events?score=true` at "
+            f"{args.rate:.0f} req/s, {args.rounds} windows of {args.window:.0f} s per server and "
+            "receiver, alternating A/B; latencies pooled per server.",
+            "",
+            "| server, receiver | requests | p50 ms | p95 ms | p99 ms | p99 / B |",
+            "|---|---|---|---|---|---|",
+            row(f"A, receiver that never answers ({args.alerts:,} queued)", "hang-A", "hang-B"),
+            row("B, same windows, no deliverer", "hang-B", "hang-B"),
+            row(
+                f"A, fast receiver ({4 * args.alerts:,} queued, "
+                f"{int(results['ok-delivered'][0]):,} delivered meanwhile)",
+                "ok-A",
+                "ok-B",
+            ),
+            row("B, same windows, no deliverer", "ok-B", "ok-B"),
+        ]
+    )
+    write_section("alerts-latency", body)
