@@ -1,6 +1,6 @@
-"""Alerts and webhooks: delivery throughput to a local receiver, the p99 of
-POST /v1/events?score=true with no receiver / a hanging one / a busy deliverer (same run, same
-server), and `clv rescore` over many customers.
+"""Alerts and webhooks: delivery throughput to a local receiver, `clv rescore` over many
+customers, and the p99 of POST /v1/events?score=true beside a deliverer facing a hanging or a
+fast receiver vs. a server without one (alternating windows, same run).
 
     .venv/bin/python -m bench.alerts [--customers 100000] [--alerts 5000]
 """
@@ -253,77 +253,6 @@ def main() -> None:
         if args.only_throughput:
             return
 
-        # 2. score=true latency beside the in-serve deliverer (same server, same run).
-        engine = create_sync_engine(Settings(database_url=url))
-        with engine.connect() as connection:
-            ids = [
-                r[0]
-                for r in connection.execute(
-                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 3000")
-                )
-            ]
-            from app.auth.keys import ALL_SCOPES
-            from app.auth.repository import create_key
-        with engine.begin() as connection:
-            key = create_key(connection, "bench", ALL_SCOPES).secret
-
-        def requests(tag: str) -> list[dict[str, Any]]:
-            now = dt.datetime.now(dt.UTC)
-            return [
-                {
-                    "method": "POST",
-                    "path": "/v1/events?score=true",
-                    "body": {
-                        "event_id": f"bench-{tag}-{n}",
-                        "customer_id": ids[n % len(ids)],
-                        "type": "order" if n % 3 == 0 else "product_view",
-                        "occurred_at": (now - dt.timedelta(seconds=n)).isoformat(),
-                        **({"amount": "42.50", "currency": "USD"} if n % 3 == 0 else {}),
-                    },
-                }
-                for n in range(int(args.rate * args.duration) + 200)
-            ]
-
-        latency: dict[str, dict[str, Any]] = {}
-        busy_done: dict[str, int] = {}
-        with running_server({**env, "CLV_AUTH_DISABLED": "false"}, timeout=120) as base:
-            options = {"mode": "rate", "rate": args.rate, "duration": args.duration}
-            latency["none"] = load(base, requests("none"), work, "none", key, **options)
-            with receiver("hang") as hang:
-                endpoint = add_endpoint(engine, hang)
-                add_alerts(engine, args.alerts, "hang")
-                time.sleep(2)  # the deliverer has its 16 sends hanging now
-                latency["hang"] = load(base, requests("hang"), work, "hang", key, **options)
-                with engine.begin() as connection:
-                    connection.execute(
-                        text("DELETE FROM webhook_endpoints WHERE id = :e"), {"e": endpoint}
-                    )
-            with receiver("ok") as fast:
-                endpoint = add_endpoint(engine, fast)
-                add_alerts(engine, 4 * args.alerts, "busy")
-                time.sleep(2)
-                latency["busy"] = load(base, requests("busy"), work, "busy", key, **options)
-                busy_done["busy"], _ = delivered(engine, endpoint)
-                drain(engine, endpoint)
-            latency["none-again"] = load(base, requests("none2"), work, "none2", key, **options)
-        # The same busy load with the deliverer in its own process (`clv deliver`).
-        apart = {**env, "CLV_AUTH_DISABLED": "false", "CLV_WEBHOOKS_DELIVER_IN_SERVE": "false"}
-        with running_server(apart, timeout=120) as base, receiver("ok") as fast:
-            latency["apart-none"] = load(base, requests("apart0"), work, "apart0", key, **options)
-            endpoint = add_endpoint(engine, fast)
-            add_alerts(engine, 4 * args.alerts, "apart")
-            deliverer = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "deliver"], cwd=ROOT, env={**os.environ, **env}
-            )
-            try:
-                time.sleep(2)
-                latency["apart-busy"] = load(base, requests("apart"), work, "apart", key, **options)
-                busy_done["apart-busy"], _ = delivered(engine, endpoint)
-            finally:
-                deliverer.terminate()
-                deliverer.wait()
-        engine.dispose()
-
     # 3. clv rescore over many customers (its own database, the same model).
     with fresh_database("clv_bench_rescore") as url:
         url += "?sslmode=disable"
@@ -340,12 +269,9 @@ def main() -> None:
         _, baseline = run_clv(env2, "score", "--store", "--as-of", t1)
         out, rescore = run_clv(env2, "rescore", "--as-of", t2, "--no-progress")
         alerts = int(out.split(" alerts")[0].rsplit(" ", 1)[1].replace(",", ""))
-
-    def row(name: str, label: str) -> str:
-        r = latency[name]
-        return (
-            f"| {label} | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p95_ms']} | "
-            f"{r['p99_ms']} | {r['p99_ms'] / latency['none']['p99_ms']:.2f} |"
+        print(
+            f"rescore: plain {plain:.1f} s, baseline {baseline:.1f} s, rescore {rescore:.1f} s, {alerts} alerts",
+            file=sys.stderr,
         )
 
     lines += [
@@ -365,23 +291,6 @@ def main() -> None:
         "|---|---|---|---|",
         *(f"| {c} | {r['n']:,} | {r['rate']:.0f} | {r['wall']:.1f} |" for c, r in rates.items()),
         "",
-        f"`POST /v1/events?score=true` at {args.rate:.0f} req/s for {args.duration:.0f} s "
-        "(bench/loadgen.py, open loop), one `clv serve` worker (the deliverer on its own thread inside "
-        "it), same server for the first four rows, in this order:",
-        "",
-        "| deliverer state | requests | errors | p50 ms | p95 ms | p99 ms | p99 / none |",
-        "|---|---|---|---|---|---|---|",
-        row("none", "no endpoint (baseline)"),
-        row(
-            "hang",
-            f"receiver that never answers, {args.alerts:,} alerts queued (16 sends hanging, retries)",
-        ),
-        row(
-            "busy",
-            f"fast receiver, {4 * args.alerts:,} alerts queued: the deliverer sending flat out ({busy_done:,} delivered during the row)",
-        ),
-        row("none-again", "no endpoint again (drift check)"),
-        "",
         f"`clv rescore` over {args.customers:,} demo customers (Postgres), model trained on "
         f"{args.model_customers:,}: the baseline stored run as of {t1}, then the rescore as of "
         f"{t2} writing states and alerts for every change.",
@@ -397,10 +306,7 @@ def main() -> None:
         "model load.",
     ]
     write_section("alerts", "\n".join(lines))
-
-
-if __name__ == "__main__":
-    main()
+    interleaved(args, models)  # the latency part, in its own database
 
 
 def latencies(path: Path) -> list[float]:
@@ -408,7 +314,7 @@ def latencies(path: Path) -> list[float]:
     return [float(line.split()[1]) for line in path.read_text().splitlines() if line.strip()]
 
 
-def interleaved(args: argparse.Namespace) -> None:
+def interleaved(args: argparse.Namespace, models: Path | None = None) -> None:
     """score=true latency on two servers of one database, measured in alternating windows:
     A runs the deliverer (on its thread) against a hanging, then a fast receiver; B runs none.
     Alternating cancels the drift of a shared, noisy machine."""
@@ -421,13 +327,14 @@ def interleaved(args: argparse.Namespace) -> None:
         load_demo(url, args.model_customers, end)
         env = {
             "CLV_DATABASE_URL": url,
-            "CLV_MODEL_DIR": str(work / "models"),
+            "CLV_MODEL_DIR": str(models or work / "models"),
             "CLV_LOG_LEVEL": "warning",
             "CLV_MODEL_POLL_SECONDS": "0",
             "CLV_WEBHOOKS_ALLOW_PRIVATE": "true",
             "CLV_AUTH_DISABLED": "false",
         }
-        run_clv(env, "train", "--stack", "2", "--no-baselines")
+        if models is None:
+            run_clv(env, "train", "--stack", "2", "--no-baselines")
         run_clv(env, "score", "--store")
         engine = create_sync_engine(Settings(database_url=url))
         with engine.connect() as connection:
@@ -532,3 +439,7 @@ def interleaved(args: argparse.Namespace) -> None:
         ]
     )
     write_section("alerts-latency", body)
+
+
+if __name__ == "__main__":
+    main()
