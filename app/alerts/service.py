@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts import repository
@@ -153,8 +153,16 @@ def record_scores(
     return len(changes.alerts)
 
 
+#: Customers per state transaction of a batch run: their row locks last well under a second, so a
+#: `score=true` for one of them waits that long at most.
+RECORD_BATCH = 5_000
+
+
 class ScoreRunRecorder:
-    """The `on_stored` hook of a stored batch run: records each chunk's scores in its transaction."""
+    """The `on_stored` hook of a stored batch run: after each chunk of the run commits, records
+    its scores as states and alerts, RECORD_BATCH customers per transaction (each state and its
+    alerts commit together; a crash in between leaves the old states, so the next run emits the
+    same changes)."""
 
     def __init__(
         self, settings: Settings, model_version: str, as_of: dt.datetime, source: Source
@@ -165,9 +173,7 @@ class ScoreRunRecorder:
         self.source: Source = source
         self.alerts = 0
 
-    def __call__(
-        self, connection: Connection, customer_pks: np.ndarray, scores: Sequence[Score]
-    ) -> None:
+    def __call__(self, engine: Engine, customer_pks: np.ndarray, scores: Sequence[Score]) -> None:
         scored = [
             Scored(
                 s.customer_id,
@@ -183,6 +189,10 @@ class ScoreRunRecorder:
             )
             for s in scores
         ]
-        self.alerts += record_scores(
-            connection, self.settings, customer_pks.tolist(), scored, self.source
-        )
+        pks = customer_pks.tolist()
+        for start in range(0, len(scored), RECORD_BATCH):
+            end = start + RECORD_BATCH
+            with engine.begin() as connection:
+                self.alerts += record_scores(
+                    connection, self.settings, pks[start:end], scored[start:end], self.source
+                )

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Engine, func, select
 from tqdm import tqdm
 
 from app.config import Settings
@@ -35,8 +35,8 @@ COLUMNS = (
 )
 
 
-#: Called with a stored chunk's connection, customer keys and scores, inside its transaction.
-OnStored = Callable[[Connection, np.ndarray, Sequence[Score]], None]
+#: Called with the engine, a stored chunk's customer keys and scores, once the chunk committed.
+OnStored = Callable[[Engine, np.ndarray, Sequence[Score]], None]
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def score_all(
 ) -> ScoreRunResult:
     """Score every customer with an event by `as_of`; write `out` and/or a stored run.
 
-    `on_stored` runs in each stored chunk's transaction (the alerts outbox hooks in there).
+    `on_stored` runs after each stored chunk commits (the alerts outbox hooks in there).
     """
     started = time.perf_counter()
     writer = _Writer(out, model.version, as_of) if out else None
@@ -159,8 +159,8 @@ def score_all(
         if run_id is not None:
             with engine.begin() as connection:
                 repository.write_scores(connection, run_id, matrix.customer_pks, scores)
-                if on_stored is not None:
-                    on_stored(connection, matrix.customer_pks, scores)
+            if on_stored is not None:
+                on_stored(engine, matrix.customer_pks, scores)
         total += len(scores)
         bar.update(len(scores))
     if run_id is not None:
