@@ -63,7 +63,7 @@ async def get_alerts(
         list[AlertType] | None, Query(description="Only these types (repeat the parameter).")
     ] = None,
     cursor: Annotated[
-        str | None, Query(max_length=32, description="`next_cursor` of the previous page.")
+        str | None, Query(max_length=18, description="`next_cursor` of the previous page.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
 ) -> AlertPage:

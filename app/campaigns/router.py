@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 @router.post(
     "/plan",
     response_model=CampaignPlanOut,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 413, 422),
     summary="Plan a retention campaign for a budget",
 )
 async def post_plan(

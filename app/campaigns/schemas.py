@@ -29,8 +29,10 @@ class CampaignPlanIn(BaseModel):
         },
     )
 
-    budget: float = Field(ge=0, description="Money to spend on contacts, in the service currency.")
-    cost_per_contact: float = Field(gt=0, description="What one contact costs.")
+    budget: float = Field(
+        ge=0, le=1e12, description="Money to spend on contacts, in the service currency."
+    )
+    cost_per_contact: float = Field(ge=0.01, le=1e9, description="What one contact costs.")
     save_rate: Rate | None = Field(
         default=None,
         description="Share of contacted would-be churners kept by the contact (all customers).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from app.alerts.router import parse_since
 from app.auth.dependencies import WebhooksAdmin
@@ -24,12 +24,14 @@ from app.webhooks.service import WebhookService
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
+WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The endpoint's id.")]
+
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=WebhookSecret,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(400, 401, 403, 413, 422),
     summary="Register a webhook endpoint",
 )
 async def post_webhook(
@@ -52,11 +54,11 @@ async def list_webhooks(
 @router.get(
     "/{webhook_id}",
     response_model=WebhookOut,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Show an endpoint",
 )
 async def get_webhook(
-    _auth: WebhooksAdmin, webhook_id: int, session: SessionDep, settings: SettingsDep
+    _auth: WebhooksAdmin, webhook_id: WebhookId, session: SessionDep, settings: SettingsDep
 ) -> WebhookOut:
     """One endpoint with its deliveries by state."""
     return await WebhookService(session, settings).one(webhook_id)
@@ -65,12 +67,12 @@ async def get_webhook(
 @router.patch(
     "/{webhook_id}",
     response_model=WebhookOut,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
     summary="Change, disable or enable an endpoint",
 )
 async def patch_webhook(
     _auth: WebhooksAdmin,
-    webhook_id: int,
+    webhook_id: WebhookId,
     session: SessionDep,
     settings: SettingsDep,
     body: WebhookPatch,
@@ -82,11 +84,11 @@ async def patch_webhook(
 @router.delete(
     "/{webhook_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Delete an endpoint",
 )
 async def delete_webhook(
-    _auth: WebhooksAdmin, webhook_id: int, session: SessionDep, settings: SettingsDep
+    _auth: WebhooksAdmin, webhook_id: WebhookId, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """Delete the endpoint and its pending deliveries."""
     await WebhookService(session, settings).delete(webhook_id)
@@ -96,11 +98,11 @@ async def delete_webhook(
 @router.post(
     "/{webhook_id}/rotate-secret",
     response_model=WebhookSecret,
-    responses=problem_responses(401, 403, 404),
+    responses=problem_responses(401, 403, 404, 422),
     summary="Rotate the signing secret",
 )
 async def rotate_secret(
-    _auth: WebhooksAdmin, webhook_id: int, session: SessionDep, settings: SettingsDep
+    _auth: WebhooksAdmin, webhook_id: WebhookId, session: SessionDep, settings: SettingsDep
 ) -> WebhookSecret:
     """A new secret, shown once. For CLV_WEBHOOKS_SECRET_GRACE_HOURS deliveries carry two signatures, by the new and the old secret."""
     return await WebhookService(session, settings).rotate(webhook_id)
@@ -115,7 +117,7 @@ async def rotate_secret(
 )
 async def replay(
     _auth: WebhooksAdmin,
-    webhook_id: int,
+    webhook_id: WebhookId,
     session: SessionDep,
     settings: SettingsDep,
     since: Annotated[
@@ -141,7 +143,7 @@ async def replay(
 )
 async def list_deliveries(
     _auth: WebhooksAdmin,
-    webhook_id: int,
+    webhook_id: WebhookId,
     session: SessionDep,
     settings: SettingsDep,
     status: Annotated[Literal["pending", "delivered", "dead"] | None, Query()] = None,

@@ -56,7 +56,7 @@ async def resolve(url: str, allow_private: bool) -> Target:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # ValueError: e.g. a NUL in the name
         raise UnsafeUrl(f"the host {host!r} does not resolve") from exc
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     if not addresses:
