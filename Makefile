@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test clean
+.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test bench-alerts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench-backtest: sync-dev postgres  ## out-of-time backtests on CDNOW and Online 
 
 model-default: sync-dev  ## retrain the shipped default model (synthetic demo shop, fixed seed) into models/
 	$(VENV)/bin/python -m app.training.shipped
+
+bench-alerts: sync-dev postgres  ## webhook delivery throughput, score=true p99 beside the deliverer, clv rescore at 100k customers
+	$(VENV)/bin/python -m bench.alerts
 
 clean:  ## remove the virtualenv, tools and the embedded database
 	rm -rf $(VENV) .tools var .pytest_cache .mypy_cache .ruff_cache

@@ -150,6 +150,53 @@ class Settings(BaseSettings):
         "(`clv train` warns about it).",
     )
 
+    alert_churn_threshold: float = Field(
+        default=0.7,
+        gt=0,
+        lt=1,
+        description="`customer.churn_risk_rose` fires when a stored churn probability crosses "
+        "this upward.",
+    )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs that resolve to loopback, private or link-local "
+        "addresses (local development and tests only).",
+    )
+    webhooks_deliver_in_serve: bool = Field(
+        default=True,
+        description="Run the webhook deliverer inside `clv serve` (one active across workers "
+        "and replicas); false when `clv deliver` runs as its own service.",
+    )
+    webhooks_max_attempts: int = Field(
+        default=8, ge=1, description="Delivery attempts before a delivery is dead-lettered."
+    )
+    webhooks_backoff_seconds: float = Field(
+        default=10.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    webhooks_backoff_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest delay between two attempts."
+    )
+    webhooks_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a receiver has to answer one delivery."
+    )
+    webhooks_concurrency: int = Field(
+        default=16, ge=1, description="Deliveries in flight at once (per active deliverer)."
+    )
+    webhooks_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle deliverer looks for new work."
+    )
+    alerts_retention_days: int = Field(
+        default=90,
+        ge=1,
+        description="Alerts (and their deliveries) older than this are deleted by the deliverer.",
+    )
+    webhooks_secret_grace_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="After a secret rotation, deliveries are also signed with the old secret "
+        "for this long.",
+    )
+
     @field_validator("value_tier_percentiles")
     @classmethod
     def _three_descending_percentiles(cls, value: str) -> str:

@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi_offline import FastAPIOffline
 
 from app import __version__
+from app.alerts.router import router as alerts_router
 from app.auth.verifier import KeyVerifier
+from app.campaigns.router import router as campaigns_router
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
 from app.db import create_async_db_engine, create_read_pool, session_factory
@@ -35,6 +37,8 @@ from app.quality.router import router as quality_router
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
+from app.webhooks.deliverer import DelivererThread
+from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = create_async_db_engine(settings)
     registry = ModelRegistry(settings.model_dir, settings.onnx_threads, settings.currency)
     background: list[asyncio.Task[None]] = []
+    deliverer: DelivererThread | None = None
     loop = asyncio.get_running_loop()
     try:
         async with engine.connect() as connection:
@@ -77,6 +82,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             background.append(asyncio.create_task(metrics.refresh_gauges_forever(app.state)))
         if settings.model_poll_seconds > 0:
             background.append(asyncio.create_task(registry.watch(settings.model_poll_seconds)))
+        if settings.webhooks_deliver_in_serve:
+            # One deliverer per database is active (the others stand by), on a thread and
+            # event loop of its own, with its own connections: it never holds up a request.
+            deliverer = DelivererThread(settings)
+            deliverer.start()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(
                 signal.SIGHUP,
@@ -92,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in background:
             task.cancel()
+        if deliverer is not None:  # in-flight sends finish (bounded by their timeout)
+            await asyncio.to_thread(deliverer.stop, settings.webhooks_timeout_seconds + 5)
         keys = getattr(app.state, "keys", None)
         if keys is not None:
             await keys.stop()
@@ -134,6 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(features_router)
     app.include_router(scoring_router)
+    app.include_router(alerts_router)
+    app.include_router(webhooks_router)
+    app.include_router(campaigns_router)
     app.include_router(quality_router)
 
     @app.get("/", include_in_schema=False)

@@ -18,10 +18,12 @@ class SchemaNotAtHead(RuntimeError):
 
 def import_all_models() -> None:
     """Import every ORM module so Base.metadata knows all tables."""
+    import app.alerts.models
     import app.auth.models
     import app.customers.models
     import app.events.models
-    import app.scoring.models  # noqa: F401
+    import app.scoring.models
+    import app.webhooks.models  # noqa: F401
 
 
 def alembic_config() -> Config:

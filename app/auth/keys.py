@@ -19,6 +19,7 @@ class Scope(StrEnum):
     predictions_read = "predictions:read"
     customers_erase = "customers:erase"
     admin = "admin"
+    webhooks_admin = "webhooks:admin"
 
 
 ALL_SCOPES = frozenset(Scope)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response, status
 
+from app.alerts.service import record_predictions
 from app.auth.dependencies import EventsWriter, require_scope
 from app.auth.keys import Scope
 from app.config import SettingsDep
@@ -91,6 +92,8 @@ async def post_event(
             # An event may be stamped a little ahead of our clock; score as of it then.
             as_of = max(dt.datetime.now(dt.UTC), event.occurred_at.astimezone(dt.UTC))
             ack.prediction = await service.one(event.customer_id, as_of)
+            # The new state and its alerts commit with the event, or not at all (outbox).
+            await record_predictions(session, settings, [ack.prediction], "event")
         except ModelUnavailable as exc:
             ack.prediction_error = exc.detail
     return ack
@@ -149,6 +152,7 @@ async def post_event_batch(
             result.predictions = (
                 [r.prediction for r in scored.results if r.prediction] if scored else []
             )
+            await record_predictions(session, settings, result.predictions, "batch")
         except ModelUnavailable as exc:
             result.prediction_error = exc.detail
     return result

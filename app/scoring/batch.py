@@ -6,10 +6,11 @@ import csv
 import datetime as dt
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
@@ -33,6 +34,10 @@ COLUMNS = (
     "as_of",
     "basis",
 )
+
+
+#: Called with the engine, a stored chunk's customer keys and scores, once the chunk committed.
+OnStored = Callable[[Engine, np.ndarray, Sequence[Score]], None]
 
 
 @dataclass(frozen=True)
@@ -127,8 +132,12 @@ def score_all(
     out: Path | None,
     store: bool,
     progress: bool = True,
+    on_stored: OnStored | None = None,
 ) -> ScoreRunResult:
-    """Score every customer with an event by `as_of`; write `out` and/or a stored run."""
+    """Score every customer with an event by `as_of`; write `out` and/or a stored run.
+
+    `on_stored` runs after each stored chunk commits (the alerts outbox hooks in there).
+    """
     started = time.perf_counter()
     writer = _Writer(out, model.version, as_of) if out else None
     total = 0
@@ -154,6 +163,8 @@ def score_all(
         if run_id is not None:
             with engine.begin() as connection:
                 repository.write_scores(connection, run_id, matrix.customer_pks, scores)
+            if on_stored is not None:
+                on_stored(engine, matrix.customer_pks, scores)
         total += len(scores)
         bar.update(len(scores))
     if run_id is not None:

@@ -189,7 +189,7 @@ def test_key_helpers() -> None:
     assert not verify(key.secret, None)
     assert split_key("clv_short_x") is None
     assert parse_scopes("all") == parse_scopes(
-        "events:write predictions:read,customers:erase admin"
+        "events:write predictions:read,customers:erase admin webhooks:admin"
     )
     with pytest.raises(ValueError, match="unknown scope"):
         parse_scopes("events:read")

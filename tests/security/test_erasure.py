@@ -28,7 +28,9 @@ from tests.server import server_env
 #: Tables that hold nothing about a customer. Any other table must reference customers through
 #: a `customer_id` column (or be `customers` itself), so a new table cannot escape erasure
 #: unnoticed: it fails this test until it is classified.
-NOT_ABOUT_CUSTOMERS = frozenset({"alembic_version", "api_keys", "score_runs"})
+NOT_ABOUT_CUSTOMERS = frozenset(
+    {"alembic_version", "api_keys", "score_runs", "webhook_endpoints", "webhook_deliveries"}
+)
 
 
 def _engine(settings: Settings) -> Engine:

@@ -17,6 +17,7 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -41,12 +42,11 @@ AS_OF = END - dt.timedelta(days=10)
 
 
 def _take_events(events: EventColumns, index: np.ndarray) -> EventColumns:
-    return EventColumns(
-        **{
-            f.name: None if getattr(events, f.name) is None else getattr(events, f.name)[index]
-            for f in dataclasses.fields(events)
-        }
-    )
+    columns: dict[str, Any] = {
+        f.name: None if getattr(events, f.name) is None else getattr(events, f.name)[index]
+        for f in dataclasses.fields(events)
+    }
+    return EventColumns(**columns)
 
 
 def _take_customers(customers: CustomerColumns, index: np.ndarray) -> CustomerColumns:
