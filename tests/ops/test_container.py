@@ -213,7 +213,7 @@ def test_every_file_the_dockerfile_copies_exists_and_is_not_dockerignored() -> N
 def test_compose_wires_postgres_migration_api_and_trainer_in_any_start_order() -> None:
     compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "api", "trainer"}
+    assert set(services) == {"postgres", "migrate", "api", "trainer", "deliverer", "rescore"}
     assert set(compose["volumes"]) == {"pgdata", "models"}
 
     postgres = services["postgres"]
@@ -250,6 +250,20 @@ def test_compose_wires_postgres_migration_api_and_trainer_in_any_start_order() -
     assert "models:/srv/models" in trainer["volumes"]
     for service in (api, trainer):
         assert set(service["build"]["args"]) == {"PYTHON_IMAGE", "RUNTIME_IMAGE"}
+
+    # The webhook deliverer runs beside the api (one active deliverer: an advisory lock); the
+    # nightly rescore is a job on the trainer image (batch scoring needs pyarrow).
+    deliverer, rescore = services["deliverer"], services["rescore"]
+    assert deliverer["command"] == ["deliver"]
+    assert deliverer["image"] == api["image"]
+    assert deliverer["restart"] == "unless-stopped"
+    assert rescore["command"][0] == "rescore"
+    assert rescore["image"] == trainer["image"]
+    assert rescore["profiles"] == ["jobs"]
+    assert "models:/srv/models:ro" in rescore["volumes"]
+    for service in (deliverer, rescore):
+        assert set(service["depends_on"]) == {"postgres"}
+        assert service["environment"]["CLV_DATABASE_URL"] == api["environment"]["CLV_DATABASE_URL"]
 
 
 def test_entrypoint_is_an_executable_posix_script_that_execs_clv() -> None:
