@@ -21,6 +21,7 @@ def import_all_models() -> None:
     import app.auth.models
     import app.customers.models
     import app.events.models
+    import app.features.models
     import app.scoring.models  # noqa: F401
 
 

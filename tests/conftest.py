@@ -142,7 +142,10 @@ def settings(postgres_url: str, model_dir: Path) -> Iterator[Settings]:
     engine = create_engine(make_url(postgres_url).set(drivername="postgresql+psycopg"))
     with engine.begin() as connection:
         connection.execute(
-            text("TRUNCATE customers, events, scores, score_runs, api_keys RESTART IDENTITY")
+            text(
+                "TRUNCATE customers, events, daily_rollups, scores, score_runs, api_keys"
+                " RESTART IDENTITY"
+            )
         )
     engine.dispose()
 
