@@ -11,6 +11,7 @@ text for the online and the offline callers (see `AGGREGATE_SQL`).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -196,8 +197,22 @@ _ROLLUP_VALUE = {
     ("add_to_cart", "1"): "n_carts",
 }
 _BOUND_DAYS = tuple(int(bound[1:]) for bound in _BOUNDS)
+
+
+# Postgres sums bigints into numeric; the raw days' sums are cast back to bigint (exact for
+# integer cents) so the UNION below does not turn every rollup row's cents into numeric.
+def _bigint_sums(sql: str) -> str:
+    return re.sub(
+        r"COALESCE\(SUM\((cents)\) FILTER \((.*?)\), 0\)",
+        r"CAST(COALESCE(SUM(\1) FILTER (\2), 0) AS BIGINT)",
+        sql,
+        flags=re.S,
+    )
+
+
+_RAW_DAILY_BIGINT = _bigint_sums(_RAW_DAILY)
 _ROLLUP_DAILY = (
-    _RAW_DAILY.replace("daily AS (", "raw_daily AS (", 1)
+    _RAW_DAILY_BIGINT.replace("daily AS (", "raw_daily AS (", 1)
     + """daily AS (
     SELECT * FROM raw_daily
     UNION ALL
@@ -251,7 +266,7 @@ def aggregate_statement(dialect: str, scope: Scope, *, rollups: bool = False) ->
     sql = template.format(
         day=d["day"],
         cents=d["cents"],
-        window_sums=_WINDOW_SUMS,
+        window_sums=_bigint_sums(_WINDOW_SUMS) if rollups else _WINDOW_SUMS,
         window_totals=_WINDOW_TOTALS,
         epoch_of_min_first_at=d["epoch"].format("MIN(first_at)"),
         epoch_of_max_last_at=d["epoch"].format("MAX(last_at)"),
