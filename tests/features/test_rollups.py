@@ -287,3 +287,31 @@ async def test_migration_backfills_existing_events_resumably(
     finally:
         if url:
             drop_database(url)
+
+
+async def test_concurrent_overlapping_batches_keep_rollups_exact(settings: Settings) -> None:
+    """Writers racing on the same customer-days (Postgres row locks, additive upserts)."""
+    import asyncio
+
+    ids = [f"race-{k}" for k in range(4)]
+    distinct = _random_events(7, ids, 1200)
+    rng = random.Random(8)
+    plans = [rng.sample(distinct, 500) for _ in range(6)]
+    plans.append(distinct)  # every event sent at least once
+    async with app_client(settings) as client:
+
+        async def send(plan: list[dict[str, Any]]) -> list[str]:
+            statuses = []
+            for start in range(0, len(plan), 100):
+                response = await client.post(
+                    "/v1/events/batch", json={"events": plan[start : start + 100]}
+                )
+                assert response.status_code in (200, 207), response.text
+                statuses += [r["status"] for r in response.json()["results"]]
+            return statuses
+
+        results = await asyncio.gather(*(send(p) for p in plans))
+    flat = [s for r in results for s in r]
+    assert flat.count("created") == len(distinct)
+    assert set(flat) <= {"created", "duplicate"}
+    await assert_rollups_exact(settings, ids)
