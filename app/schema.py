@@ -22,6 +22,7 @@ def import_all_models() -> None:
     import app.auth.models
     import app.customers.models
     import app.events.models
+    import app.features.models
     import app.scoring.models
     import app.webhooks.models  # noqa: F401
 

@@ -143,8 +143,8 @@ def settings(postgres_url: str, model_dir: Path) -> Iterator[Settings]:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "TRUNCATE customers, events, scores, score_runs, api_keys, customer_states, "
-                "alerts, webhook_endpoints, webhook_deliveries RESTART IDENTITY"
+                "TRUNCATE customers, events, daily_rollups, scores, score_runs, api_keys, "
+                "customer_states, alerts, webhook_endpoints, webhook_deliveries RESTART IDENTITY"
             )
         )
     engine.dispose()

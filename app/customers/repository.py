@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.customers.models import Customer
 from app.events.models import Event, EventType
 from app.events.repository import dialect_insert
+from app.features.models import DailyRollup
 from app.scoring.models import StoredScore
 
 
@@ -74,6 +75,9 @@ class CustomerRepository:
     async def erase(self, customer: Customer) -> dict[str, int]:
         """Delete every row about the customer; counts by table."""
         events = await self.session.execute(delete(Event).where(Event.customer_id == customer.id))
+        await self.session.execute(
+            delete(DailyRollup).where(DailyRollup.customer_id == customer.id)
+        )
         scores = await self.session.execute(
             delete(StoredScore).where(StoredScore.customer_id == customer.id)
         )

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import sqlite
 
 from app.customers.models import Customer
 from app.events.models import Event
+from app.features.rollups import additive_upsert, day_span, recompute_statement
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -121,7 +122,11 @@ SELECT count(*) FROM (
 """
 _PG_STAGED_CUSTOMERS = "SELECT count(DISTINCT customer) FROM stage_events"
 
-_PG_EVENTS = """
+# The events and their daily rollups in one statement (see app.features.rollups); the count is
+# the number of events inserted.
+_PG_EVENTS = (
+    """
+WITH ins AS (
 INSERT INTO events (event_id, customer_id, type, occurred_at, amount, currency, order_id)
 SELECT s.event_id, c.id, s.type,
        timestamptz 'epoch' + s.occurred_us * interval '1 microsecond',
@@ -131,7 +136,15 @@ SELECT s.event_id, c.id, s.type,
 FROM stage_events s JOIN customers c ON c.external_id = s.customer
 ORDER BY s.event_id
 ON CONFLICT (event_id) DO NOTHING
+RETURNING customer_id, type, occurred_at, amount
+), rolled AS (
 """
+    + additive_upsert("ins")
+    + """
+)
+SELECT count(*) FROM ins
+"""
+)
 
 
 # Stage rows whose event_id is stored with other content (what the API answers 409 for).
@@ -310,7 +323,7 @@ class BulkLoader:
                     if _scalar(cursor.fetchone()) == wanted:
                         break
                 cursor.execute(_PG_EVENTS, {"currency": self.currency})
-                stats.events_created = max(cursor.rowcount, 0)
+                stats.events_created = _scalar(cursor.fetchone())
                 if stats.events_created < stats.events_seen:  # some ids were taken: by what?
                     cursor.execute(_PG_STAGE_CONFLICTS, {"currency": self.currency})
                     conflicting = [str(row[0]) for row in cursor.fetchall()]
@@ -382,6 +395,18 @@ class BulkLoader:
             ]
             result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
             stats.events_created = max(result.rowcount, 0)
+            if rows:
+                # One writer at a time: rebuild the touched days from the events (rollups.py).
+                us = events.occurred_at_us
+                lo, hi = day_span(
+                    EPOCH + dt.timedelta(microseconds=int(x)) for x in (us.min(), us.max())
+                )
+                customer_ids = sorted(ids.values())
+                for start in range(0, len(customer_ids), 10_000):
+                    connection.execute(
+                        recompute_statement("sqlite"),
+                        {"customer_ids": customer_ids[start : start + 10_000], "lo": lo, "hi": hi},
+                    )
             if stats.events_created < stats.events_seen:  # some ids were taken: by what?
                 conflicting = self._conflicting_rows(connection, events)
                 if conflicting:

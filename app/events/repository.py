@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.customers.models import Customer
 from app.db import UTCDateTime
 from app.events.models import Event
+from app.features.rollups import additive_upsert, day_span, recompute_statement
 
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
@@ -58,8 +59,11 @@ _PG_CUSTOMERS_INSERT = text(
     "SELECT x FROM unnest(CAST(:ids AS text[])) AS t(x) ORDER BY x "
     "ON CONFLICT (external_id) DO NOTHING"
 )
+# The events and their daily rollups in one statement: the rollup CTE adds exactly the rows
+# this INSERT wrote (see app.features.rollups).
 _PG_EVENTS_INSERT = text(
     """
+    WITH ins AS (
     INSERT INTO events (event_id, customer_id, type, occurred_at, amount, currency, order_id, properties)
     SELECT event_id, customer_id, type, occurred_at, amount, currency, order_id, CAST(properties AS jsonb)
     FROM unnest(CAST(:event_id AS text[]), CAST(:customer_id AS bigint[]), CAST(:type AS text[]),
@@ -68,7 +72,13 @@ _PG_EVENTS_INSERT = text(
          AS t(event_id, customer_id, type, occurred_at, amount, currency, order_id, properties)
     ORDER BY event_id
     ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id, received_at
+    RETURNING event_id, received_at, customer_id, type, occurred_at, amount
+    ), rolled AS (
+    """
+    + additive_upsert("ins")
+    + """
+    )
+    SELECT event_id, received_at FROM ins
     """
 ).columns(received_at=UTCDateTime())
 
@@ -156,7 +166,20 @@ class EventRepository:
             result = await self.session.execute(
                 statement, sorted(rows, key=lambda r: r["event_id"])
             )
+            inserted = {str(event_id): received_at for event_id, received_at in result}
+            await self._recompute_rollups([r for r in rows if r["event_id"] in inserted])
+            return inserted
         return {str(event_id): received_at for event_id, received_at in result}
+
+    async def _recompute_rollups(self, rows: Sequence[dict[str, Any]]) -> None:
+        """SQLite: rebuild the touched customers' rollups over the days these rows span."""
+        if not rows:
+            return
+        lo, hi = day_span(r["occurred_at"] for r in rows)
+        await self.session.execute(
+            recompute_statement("sqlite"),
+            {"customer_ids": sorted({r["customer_id"] for r in rows}), "lo": lo, "hi": hi},
+        )
 
     async def by_event_ids(self, event_ids: Iterable[str]) -> dict[str, StoredEvent]:
         """Stored events by event_id."""

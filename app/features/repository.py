@@ -11,6 +11,7 @@ text for the online and the offline callers (see `AGGREGATE_SQL`).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 import asyncpg
 import numpy as np
-from sqlalchemy import Engine, TextClause, bindparam, func, select, text
+from sqlalchemy import BindParameter, Engine, Integer, TextClause, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.customers.models import Customer
@@ -30,6 +31,7 @@ from app.features.definitions import (
     WINDOWS,
     compute_features,
 )
+from app.features.rollups import day_number, day_start
 
 Scope = Literal["one", "many", "range"]
 
@@ -181,17 +183,90 @@ def _zero_default(name: str) -> str:
     return f"CAST(COALESCE(p.{name}, 0) AS DOUBLE PRECISION)"
 
 
+# The online read: `AGGREGATE_SQL` with its `daily` step fed by `daily_rollups` for every whole
+# day where each window bound puts a day entirely in or out, and by raw events only for the days
+# that are partial: the as_of day (and any event after it that day is left out) and the four
+# days holding a window bound (as_of - 30/90/180/365 days). Everything from `walked` on is the
+# shared text, so a customer's vector is the same bit for bit (tests/features/test_rollups.py).
+_RAW_DAILY, _SHARED_TAIL = AGGREGATE_SQL.split("walked AS (", 1)
+_ROLLUP_VALUE = {
+    ("order", "1"): "n_orders",
+    ("order", "cents"): "order_cents",
+    ("session", "1"): "n_sessions",
+    ("product_view", "1"): "n_product_views",
+    ("add_to_cart", "1"): "n_carts",
+}
+_BOUND_DAYS = tuple(int(bound[1:]) for bound in _BOUNDS)
+
+
+# Postgres sums bigints into numeric; the raw days' sums are cast back to bigint (exact for
+# integer cents) so the UNION below does not turn every rollup row's cents into numeric.
+def _bigint_sums(sql: str) -> str:
+    return re.sub(
+        r"COALESCE\(SUM\((cents)\) FILTER \((.*?)\), 0\)",
+        r"CAST(COALESCE(SUM(\1) FILTER (\2), 0) AS BIGINT)",
+        sql,
+        flags=re.S,
+    )
+
+
+_RAW_DAILY_BIGINT = _bigint_sums(_RAW_DAILY)
+_ROLLUP_DAILY = (
+    _RAW_DAILY_BIGINT.replace("daily AS (", "raw_daily AS (", 1)
+    + """daily AS (
+    SELECT * FROM raw_daily
+    UNION ALL
+    SELECT r.customer_id, r.day, r.n_events, r.n_timed, r.n_refunds, r.first_at, r.last_at,
+           r.last_activity_at, r.n_orders, r.first_order_at, r.last_order_at, r.order_cents,
+           r.refund_cents,
+"""
+    + "\n".join(
+        f"           CASE WHEN r.day > :d{bound[1:]} THEN r.{_ROLLUP_VALUE[(kind, value)]} ELSE 0 END"
+        f" AS {name},"
+        for name, (kind, value, bound) in _COUNTED.items()
+    )
+    + """
+           CASE WHEN r.day > :d180 AND r.day < :d90 THEN r.order_cents ELSE 0 END
+               AS revenue_cents_prev90,
+           r.n_carts
+    FROM daily_rollups r
+    WHERE {rollup_scope} AND r.day < :d0 AND r.day NOT IN ("""
+    + ", ".join(f":d{n}" for n in _BOUND_DAYS)
+    + """)
+),
+walked AS ("""
+    + _SHARED_TAIL
+)
+# Raw events are read for the partial days only.
+_PARTIAL_DAYS = " OR ".join(
+    [
+        "e.occurred_at >= :b0",
+        *(f"(e.occurred_at >= :b{n} AND e.occurred_at < :e{n})" for n in _BOUND_DAYS),
+    ]
+)
+
+
 @lru_cache(maxsize=16)
-def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
-    """The aggregate query for a dialect and a scope, with typed bind parameters."""
+def aggregate_statement(dialect: str, scope: Scope, *, rollups: bool = False) -> TextClause:
+    """The aggregate query for a dialect and a scope, with typed bind parameters.
+
+    `rollups=True` reads whole days from `daily_rollups` (the online path); the result is the
+    same as the raw-event query's for any as_of.
+    """
     d = DIALECT_EXPRESSIONS[dialect]
     events_scope, customers_scope, join = (
         _PG_MANY if (scope, dialect) == ("many", "postgresql") else _SCOPES[scope]
     )
-    sql = AGGREGATE_SQL.format(
+    template = AGGREGATE_SQL
+    if rollups:
+        template = _ROLLUP_DAILY.replace(
+            "{rollup_scope}", events_scope.replace("e.customer_id", "r.customer_id")
+        )
+        events_scope = f"{events_scope} AND ({_PARTIAL_DAYS})"
+    sql = template.format(
         day=d["day"],
         cents=d["cents"],
-        window_sums=_WINDOW_SUMS,
+        window_sums=_bigint_sums(_WINDOW_SUMS) if rollups else _WINDOW_SUMS,
         window_totals=_WINDOW_TOTALS,
         epoch_of_min_first_at=d["epoch"].format("MIN(first_at)"),
         epoch_of_max_last_at=d["epoch"].format("MAX(last_at)"),
@@ -203,8 +278,12 @@ def aggregate_statement(dialect: str, scope: Scope) -> TextClause:
         customers_scope=customers_scope,
         join=join,
     )
-    params = [bindparam("as_of", type_=UTCDateTime())]
+    params: list[BindParameter[Any]] = [bindparam("as_of", type_=UTCDateTime())]
     params += [bindparam(bound, type_=UTCDateTime()) for bound in _BOUNDS]
+    if rollups:
+        params += [bindparam(f"d{n}", type_=Integer()) for n in (0, *_BOUND_DAYS)]
+        params += [bindparam(f"b{n}", type_=UTCDateTime()) for n in (0, *_BOUND_DAYS)]
+        params += [bindparam(f"e{n}", type_=UTCDateTime()) for n in _BOUND_DAYS]
     if scope == "many" and dialect != "postgresql":
         params.append(bindparam("external_ids", expanding=True))
     return text(sql).bindparams(*params)
@@ -214,6 +293,17 @@ def time_params(as_of: dt.datetime) -> dict[str, dt.datetime]:
     """`as_of` and the window bounds the query compares against."""
     bounds = {f"t{n}": as_of - dt.timedelta(days=n) for n in (30, 90, 180, 365)}
     return {"as_of": as_of, **{k: v for k, v in bounds.items() if k in _BOUNDS}}
+
+
+def rollup_params(as_of: dt.datetime) -> dict[str, Any]:
+    """`time_params` plus the day numbers and day starts the rollup query splits on."""
+    today = day_number(as_of)
+    params: dict[str, Any] = {**time_params(as_of), "d0": today, "b0": day_start(today)}
+    for n in _BOUND_DAYS:
+        params[f"d{n}"] = today - n
+        params[f"b{n}"] = day_start(today - n)
+        params[f"e{n}"] = day_start(today - n + 1)
+    return params
 
 
 @dataclass(frozen=True)
@@ -265,7 +355,7 @@ class FeatureRepository:
     async def for_customers(self, external_ids: Sequence[str], as_of: dt.datetime) -> FeatureMatrix:
         """Features of the given (existing) customers in one round trip; unknown ids are absent."""
         scope: Scope = "one" if len(external_ids) == 1 else "many"
-        params: dict[str, Any] = time_params(as_of)
+        params: dict[str, Any] = rollup_params(as_of)
         if scope == "one":
             params["external_id"] = external_ids[0]
         else:
@@ -275,17 +365,20 @@ class FeatureRepository:
             rows: Sequence[Any] = await self.reader.fetch(sql, *(params[name] for name in order))
         else:
             rows = (
-                await self.reader.execute(aggregate_statement(self.dialect, scope), params)
+                await self.reader.execute(
+                    aggregate_statement(self.dialect, scope, rollups=True), params
+                )
             ).all()
         return _matrix(rows, as_of)
 
 
 @lru_cache(maxsize=4)
 def asyncpg_statement(scope: Scope) -> tuple[str, tuple[str, ...]]:
-    """The same aggregate statement rendered for asyncpg ($n placeholders) and its parameter order."""
+    """The online (rollup) statement rendered for asyncpg ($n placeholders) and its parameter order."""
     from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-    compiled = aggregate_statement("postgresql", scope).compile(dialect=PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+    dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+    compiled = aggregate_statement("postgresql", scope, rollups=True).compile(dialect=dialect)
     assert compiled.positiontup is not None
     return str(compiled), tuple(compiled.positiontup)
 
