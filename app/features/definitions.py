@@ -20,8 +20,6 @@ Every feature has a defined value for customers without orders (stated in `no_or
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -215,22 +213,6 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
     for i, name in enumerate(FEATURE_NAMES):
         out[:, i] = columns[name]
     return out
-
-
-def fingerprint() -> str:
-    """A hash of the feature definitions and their SQL: artifacts built on other code are refused."""
-    from app.features import repository
-
-    digest = hashlib.sha256()
-    for feature in FEATURES:
-        digest.update(f"{feature.name}|{feature.description}|{feature.unit}\n".encode())
-    digest.update(inspect.getsource(compute_features).encode())
-    digest.update(repository.AGGREGATE_SQL.encode())
-    # The per-backend date and money expressions are part of the definition too.
-    for dialect in sorted(repository.DIALECT_EXPRESSIONS):
-        for key, expression in sorted(repository.DIALECT_EXPRESSIONS[dialect].items()):
-            digest.update(f"{dialect}|{key}|{expression}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def end_of_day(day: dt.date) -> dt.datetime:

@@ -11,6 +11,8 @@ text for the online and the offline callers (see `AGGREGATE_SQL`).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import inspect
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from app.features.definitions import (
     AGGREGATES,
     BEHAVIOUR_WINDOWS,
     FEATURE_NAMES,
+    FEATURES,
     WINDOWS,
     compute_features,
 )
@@ -424,3 +427,17 @@ def offline_matrix(engine: Engine, as_of: dt.datetime) -> FeatureMatrix:
 def as_mapping(matrix: FeatureMatrix, index: int) -> Mapping[str, float]:
     """Row `index` of a matrix as {feature name: value}."""
     return dict(zip(FEATURE_NAMES, matrix.values[index].tolist(), strict=True))
+
+
+def fingerprint() -> str:
+    """A hash of the feature definitions and of this SQL: artifacts built on other code are refused."""
+    digest = hashlib.sha256()
+    for feature in FEATURES:
+        digest.update(f"{feature.name}|{feature.description}|{feature.unit}\n".encode())
+    digest.update(inspect.getsource(compute_features).encode())
+    digest.update(AGGREGATE_SQL.encode())
+    # The per-backend date and money expressions are part of the definition too.
+    for dialect in sorted(DIALECT_EXPRESSIONS):
+        for key, expression in sorted(DIALECT_EXPRESSIONS[dialect].items()):
+            digest.update(f"{dialect}|{key}|{expression}\n".encode())
+    return digest.hexdigest()[:16]

@@ -9,8 +9,8 @@ from app.config import SettingsDep
 from app.db import ReaderDep
 from app.errors import NotFound, problem_responses
 from app.features.as_of import AsOfQuery, resolve_as_of
-from app.features.definitions import FEATURES, fingerprint
-from app.features.repository import FeatureRepository
+from app.features.definitions import FEATURES
+from app.features.repository import FeatureRepository, fingerprint
 from app.features.schemas import FeatureValue, FeatureVectorOut
 from app.ids import CustomerIdPath
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from app.artifacts import CHURN_ONNX, CLV_ONNX, Manifest, read_manifest
-from app.features.definitions import FEATURE_NAMES, fingerprint
+from app.features.definitions import FEATURE_NAMES
+from app.features.repository import fingerprint
 from app.scoring.onnx import onnx_churn, onnx_clv, onnx_session
 
 

@@ -40,7 +40,8 @@ from app.artifacts import (
     read_manifest,
     write_manifest,
 )
-from app.features.definitions import FEATURE_NAMES, fingerprint
+from app.features.definitions import FEATURE_NAMES
+from app.features.repository import fingerprint
 from app.scoring.predictor import Predictor, calibrate
 from app.training import evaluate as evaluation
 from app.training.calibration import choose_calibration, clv_scale

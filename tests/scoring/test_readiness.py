@@ -10,7 +10,8 @@ import pytest
 
 from app.artifacts import POINTER, current_version, promote
 from app.config import Settings
-from app.features.definitions import fingerprint, parse_as_of
+from app.features.definitions import parse_as_of
+from app.features.repository import fingerprint
 from tests.conftest import app_client
 from tests.scoring.support import AS_OF, add_version, assert_problem, offline_matrix
 

@@ -25,8 +25,8 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
-from app.features.definitions import FEATURE_NAMES, fingerprint
-from app.features.repository import offline_features
+from app.features.definitions import FEATURE_NAMES
+from app.features.repository import fingerprint, offline_features
 from app.scoring.predictor import ArtifactMismatch, Predictor
 from app.training import train as training
 from app.training.export import native_predict, onnx_clv, onnx_session
