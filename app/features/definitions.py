@@ -229,3 +229,17 @@ def parse_as_of(value: str) -> dt.datetime:
     if moment.tzinfo is None:
         raise ValueError("as_of needs an explicit offset (Z or +hh:mm), or a plain YYYY-MM-DD date")
     return moment.astimezone(dt.UTC)
+
+
+#: Day numbers count UTC days since this instant (the SQL `day` expression's origin).
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def day_number(moment: dt.datetime) -> int:
+    """The UTC day number since 1970-01-01 of an instant (what the SQL `day` expression gives)."""
+    return (moment.astimezone(dt.UTC).date() - EPOCH.date()).days
+
+
+def day_start(day: int) -> dt.datetime:
+    """The first instant of a day number."""
+    return EPOCH + dt.timedelta(days=day)

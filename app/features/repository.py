@@ -33,8 +33,9 @@ from app.features.definitions import (
     FEATURES,
     WINDOWS,
     compute_features,
+    day_number,
+    day_start,
 )
-from app.features.rollups import day_number, day_start
 
 Scope = Literal["one", "many", "range"]
 

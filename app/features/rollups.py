@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from sqlalchemy import TextClause, bindparam, text
 
 from app.db import UTCDateTime
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+from app.features.definitions import day_number, day_start
 
 COUNTS = (
     ("n_events", "TRUE"),
@@ -109,16 +108,6 @@ def recompute_statement(dialect: str) -> TextClause:
 def backfill_sql(dialect: str) -> str:
     """Rebuild every rollup of customers :lo <= id < :hi (the migration's resumable batches)."""
     return _overwrite(dialect, "e.customer_id >= :lo AND e.customer_id < :hi")
-
-
-def day_number(moment: dt.datetime) -> int:
-    """The UTC day number since 1970-01-01 of an instant (what the SQL `day` expression gives)."""
-    return (moment.astimezone(dt.UTC).date() - EPOCH.date()).days
-
-
-def day_start(day: int) -> dt.datetime:
-    """The first instant of a day number."""
-    return EPOCH + dt.timedelta(days=day)
 
 
 def day_span(moments: Iterable[dt.datetime]) -> tuple[dt.datetime, dt.datetime]:
