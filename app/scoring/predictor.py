@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,12 @@ class Predictions:
 
     clv: np.ndarray  # expected net revenue over the manifest's CLV horizon
     churn_probability: np.ndarray  # P(no order over the churn horizon)
+    # Issue 11; None when the artifact predates them (then the API shows null).
+    clv_p10: np.ndarray | None = None
+    clv_p50: np.ndarray | None = None
+    clv_p90: np.ndarray | None = None
+    expected_orders: np.ndarray | None = None  # orders over the CLV horizon
+    order_probability: np.ndarray | None = None  # P(an order within manifest.propensity_days)
 
 
 def check_compatible(manifest: Manifest, currency: str | None = None) -> None:
@@ -60,6 +67,27 @@ def calibrate(probability: np.ndarray, a: float, b: float) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-(a * np.log(p / (1 - p)) + b))), dtype=np.float64)
 
 
+def clv_interval(
+    clv: np.ndarray, intervals: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(p10, p50, p90) of CLV: the prediction times the out-of-time ratio quantiles of its bin.
+
+    The ratio quantiles (actual / predicted, calibrated on the out-of-time fold) are
+    interpolated linearly between bin centres in predicted CLV and held flat beyond the end
+    bins. Per centre p10 <= p50 <= p90, interpolation keeps the order and the prediction is
+    >= 0, so the quantiles never cross. None when the manifest has no intervals.
+    """
+    centers = intervals.get("centers")
+    if not centers:
+        return None
+    x = np.asarray(centers, dtype=np.float64)
+    return (
+        clv * np.interp(clv, x, np.asarray(intervals["p10"], dtype=np.float64)),
+        clv * np.interp(clv, x, np.asarray(intervals["p50"], dtype=np.float64)),
+        clv * np.interp(clv, x, np.asarray(intervals["p90"], dtype=np.float64)),
+    )
+
+
 #: From this many rows on, the CLV and churn models run in parallel threads.
 PARALLEL_ROWS = 256
 
@@ -79,6 +107,18 @@ class Predictor:
         self.clv_session = onnx_session(directory / CLV_ONNX, threads)
         self.churn_session = onnx_session(directory / CHURN_ONNX, threads)
         self.clv_scale = float(self.manifest.training.get("clv_scale", 1.0))
+        files = self.manifest.files
+        # Optional models (issue 11): an older artifact without them still serves, with nulls.
+        self.orders_session = (
+            onnx_session(directory / files["orders_onnx"], threads)
+            if "orders_onnx" in files
+            else None
+        )
+        self.propensity_session = (
+            onnx_session(directory / files["propensity_onnx"], threads)
+            if "propensity_onnx" in files
+            else None
+        )
 
     def predict(self, features: np.ndarray) -> Predictions:
         """CLV and churn probability for each row of `features` (n x len(FEATURE_NAMES))."""
@@ -95,4 +135,23 @@ class Predictor:
         calibration = self.manifest.churn_calibration
         if calibration.method == "platt":
             churn = calibrate(churn, calibration.a, calibration.b)
-        return Predictions(clv=clv, churn_probability=churn)
+        interval = clv_interval(clv, self.manifest.clv_intervals)
+        orders = (
+            np.maximum(onnx_clv(self.orders_session, features), 0.0)
+            if self.orders_session is not None
+            else None
+        )
+        propensity = (
+            onnx_churn(self.propensity_session, features)
+            if self.propensity_session is not None
+            else None
+        )
+        return Predictions(
+            clv=clv,
+            churn_probability=churn,
+            clv_p10=interval[0] if interval else None,
+            clv_p50=interval[1] if interval else None,
+            clv_p90=interval[2] if interval else None,
+            expected_orders=orders,
+            order_probability=propensity,
+        )
