@@ -16,12 +16,12 @@ WORKDIR /srv
 # Dependencies first: this layer is rebuilt only when the lock changes, not on every code edit.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-install-project
+    uv sync --frozen --no-dev --no-install-project --extra train
 COPY app ./app
 COPY migrations ./migrations
 COPY alembic.ini ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev \
+    uv sync --frozen --no-dev --extra train \
     && python -m compileall -q app migrations
 
 FROM ${PYTHON_IMAGE} AS runtime
