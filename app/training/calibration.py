@@ -7,6 +7,8 @@ the correction learnt there (e.g. a cohort spending less as it ages) is the one 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from app.artifacts import Calibration
@@ -73,7 +75,7 @@ INTERVAL_MIN_ROWS = 50
 INTERVAL_LEVELS = (0.1, 0.5, 0.9)
 
 
-def fit_intervals(predicted: np.ndarray, actual: np.ndarray, gap_days: int) -> dict[str, object]:
+def fit_intervals(predicted: np.ndarray, actual: np.ndarray, gap_days: int) -> dict[str, Any]:
     """Mondrian split-conformal CLV quantiles: by bin of predicted CLV, the empirical 10/50/90 %
     quantiles of actual / predicted on out-of-time rows (the fold model's validation rows).
 

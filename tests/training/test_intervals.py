@@ -47,7 +47,7 @@ def test_intervals_cover_80_percent_of_new_rows_from_the_same_law() -> None:
     fresh_predicted, fresh_actual = zero_inflated(rng, 20_000)
     bounds = clv_interval(fresh_predicted, intervals)
     assert bounds is not None
-    low, mid, high = bounds
+    low, _, high = bounds
     covered = (fresh_actual >= low) & (fresh_actual <= high)
     # Exchangeable rows: split-conformal coverage is 80 % up to sampling noise and the atom at 0
     # (an actual of exactly 0 on the lower bound 0 counts as covered).
