@@ -50,7 +50,7 @@ from app.artifacts import (
     write_manifest,
 )
 from app.features.definitions import FEATURE_NAMES, fingerprint
-from app.scoring.predictor import Predictor, calibrate
+from app.scoring.predictor import Predictor, calibrate, clv_interval
 from app.training import evaluate as evaluation
 from app.training.calibration import choose_calibration, clv_scale, fit_intervals
 from app.training.dataset import (
@@ -496,6 +496,17 @@ def _write_artifact(
 
         record_out_of_time(outcome, manifest)
     manifest.baseline_failures = in_time.failures
+    if manifest.clv_intervals:
+        # Issue 11: coverage of the 80 % interval on the holdout customers (never used to
+        # calibrate it): out of time (fold model) and in time (the final model).
+        manifest.clv_intervals.update(
+            interval_coverage(fold_clv, holdout_clv.label, manifest.clv_intervals),
+            coverage_80_in_time=interval_coverage(
+                predictor.predict(holdout_clv.features).clv,
+                holdout_clv.label,
+                manifest.clv_intervals,
+            )["coverage_80"],
+        )
     for name, why in in_time.failures.items():
         say(f"baseline {name} not evaluated: {why}")
 
@@ -588,4 +599,23 @@ def check_eligibility(
             "buyers_in_window": MIN_BUYERS_IN_WINDOW,
             "churn_class": MIN_CHURN_CLASS,
         },
+    }
+
+
+def interval_coverage(
+    clv: np.ndarray, actual: np.ndarray, intervals: dict[str, Any]
+) -> dict[str, Any]:
+    """Share of customers whose actual CLV lies in [p10, p90] (cents, as served), overall and by
+    decile of predicted CLV (1 = highest)."""
+    bounds = clv_interval(clv, intervals)
+    if bounds is None or not len(clv):
+        return {"coverage_80": None, "coverage_by_decile": []}
+    low, _, high = bounds
+    covered = (actual >= np.round(low, 2)) & (actual <= np.round(high, 2))
+    order = np.argsort(-clv, kind="stable")
+    return {
+        "coverage_80": float(covered.mean()),
+        "coverage_by_decile": [
+            float(covered[part].mean()) for part in np.array_split(order, 10) if len(part)
+        ],
     }

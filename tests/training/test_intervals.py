@@ -133,5 +133,10 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     assert eligibility["last_event"] is not None
     assert sum(eligibility["events_by_type"].values()) > 0
     assert result.manifest.propensity_days == 30
-    assert result.manifest.clv_intervals["calibration_rows"] > 0
+    intervals = result.manifest.clv_intervals
+    assert intervals["calibration_rows"] > 0
+    # Holdout coverage is recorded (out of time and in time) for the model card.
+    assert 0.5 < intervals["coverage_80"] <= 1.0
+    assert 0.5 < intervals["coverage_80_in_time"] <= 1.0
+    assert len(intervals["coverage_by_decile"]) == 10
     assert set(result.manifest.parity.extra) == {"orders", "propensity"}
