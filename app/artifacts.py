@@ -23,6 +23,8 @@ ORDERS_ONNX = "orders.onnx"
 PROPENSITY_ONNX = "propensity.onnx"
 ORDERS_NATIVE = "orders.xgb.json"
 PROPENSITY_NATIVE = "propensity.xgb.json"
+#: The four served graphs side by side in one file: one onnxruntime call per single prediction.
+COMBINED_ONNX = "all.onnx"
 REPORT = "report.html"
 FORMAT_VERSION = 1
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -37,6 +38,7 @@ from app.artifacts import (
     CHURN_ONNX,
     CLV_NATIVE,
     CLV_ONNX,
+    COMBINED_ONNX,
     ORDERS_NATIVE,
     ORDERS_ONNX,
     PROPENSITY_NATIVE,
@@ -68,7 +70,14 @@ from app.training.dataset import (
     training_cutoffs,
     validation_mask,
 )
-from app.training.export import check_parity, check_parity_one, native_predict, to_onnx
+from app.training.export import (
+    check_combined,
+    check_parity,
+    check_parity_one,
+    combine,
+    native_predict,
+    to_onnx,
+)
 from app.training.fit import fit_early_stopping, fit_rounds, importance, params
 from app.training.promotion import decide
 from app.training.reporting import write_training_report
@@ -104,6 +113,8 @@ class NotEligible(TrainingFailed):
 MIN_CUSTOMERS_WITH_ORDERS = 200
 MIN_BUYERS_IN_WINDOW = 30
 MIN_CHURN_CLASS = 30
+#: The combined graph runs the very same nodes: it must agree to float32 rounding.
+COMBINED_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -462,6 +473,7 @@ def _write_artifact(
         from app.training.challengers import serve_champions
 
         serve_champions(outcome, directory, manifest)
+    _combine_served(directory, manifest, holdout_clv.features, say)
     write_manifest(directory, manifest)
 
     # In time: the final model through the served path (ONNX + manifest post-processing).
@@ -619,3 +631,28 @@ def interval_coverage(
             float(covered[part].mean()) for part in np.array_split(order, 10) if len(part)
         ],
     }
+
+
+def _combine_served(directory: Path, manifest: Manifest, features: np.ndarray, say: Any) -> None:
+    """The served graphs in one file for single predictions (issue 11), when it is exact.
+
+    Built from the files that serve (after any challenger took over), and recorded only when it
+    gives the same numbers as the four files on the holdout rows; else serving keeps the files.
+    """
+    paths = {
+        target: directory / manifest.files[f"{target}_onnx"]
+        for target in ("clv", "churn", "orders", "propensity")
+    }
+    try:
+        combine(paths, directory / COMBINED_ONNX)
+        worst = check_combined(paths, directory / COMBINED_ONNX, features)
+    except Exception as exc:  # an optional speed-up: never fatal, said in the log
+        worst, reason = math.inf, f"{type(exc).__name__}: {exc}"
+    else:
+        reason = f"max diff {worst:.1e}"
+    if worst <= COMBINED_TOLERANCE:
+        manifest.files["combined_onnx"] = COMBINED_ONNX
+        manifest.parity.extra["combined"] = {"rows": float(len(features)), "max_abs_diff": worst}
+    else:
+        (directory / COMBINED_ONNX).unlink(missing_ok=True)
+        say(f"combined ONNX graph not used ({reason}): the four files serve")

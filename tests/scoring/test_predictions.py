@@ -411,7 +411,9 @@ async def test_an_older_manifest_serves_without_intervals_orders_and_propensity(
     the CLV and churn are the same, the new fields are left out, and `clv score` leaves them empty."""
     current = read_manifest(private_models / str(current_version(private_models)))
     files = {
-        k: v for k, v in current.files.items() if not k.startswith(("orders", "propensity"))
+        k: v
+        for k, v in current.files.items()
+        if not k.startswith(("orders", "propensity", "combined"))
     }
     old = add_version(
         private_models,
@@ -421,7 +423,13 @@ async def test_an_older_manifest_serves_without_intervals_orders_and_propensity(
         propensity_days=None,
         eligibility={},
     )
-    for name in ("orders.onnx", "propensity.onnx", "orders.xgb.json", "propensity.xgb.json"):
+    for name in (
+        "orders.onnx",
+        "propensity.onnx",
+        "orders.xgb.json",
+        "propensity.xgb.json",
+        "all.onnx",
+    ):
         (old / name).unlink()
     # The manifest as an older release wrote it: without the new keys at all.
     raw = json.loads((old / "manifest.json").read_text())
@@ -442,3 +450,25 @@ async def test_an_older_manifest_serves_without_intervals_orders_and_propensity(
         assert set(p["clv"]) == {"value", "currency", "horizon_days"}, p
         assert "expected_orders" not in p, p
         assert "order_probability" not in p, p
+
+
+def test_the_combined_graph_gives_the_four_files_numbers(
+    demo_settings: Settings, model_dir: Path
+) -> None:
+    """Small requests run the combined graph (one onnxruntime call), large ones the four files
+    side by side: the numbers are the same."""
+    from app.scoring.predictor import PARALLEL_ROWS, Predictor
+
+    directory = model_dir / str(current_version(model_dir))
+    predictor = Predictor(directory)
+    assert predictor.combined_session is not None
+    matrix = offline_matrix(demo_settings, parse_as_of(AS_OF))
+    rows = np.resize(matrix.values, (PARALLEL_ROWS + 7, matrix.values.shape[1]))
+    large = predictor.predict(rows)
+    for i in range(0, len(rows), 37):
+        small = predictor.predict(rows[i : i + 1])
+        for name in ("clv", "churn_probability", "clv_p10", "clv_p90", "expected_orders"):
+            assert getattr(small, name)[0] == pytest.approx(getattr(large, name)[i], abs=1e-9)
+        assert small.order_probability is not None
+        assert large.order_probability is not None
+        assert small.order_probability[0] == pytest.approx(large.order_probability[i], abs=1e-9)
