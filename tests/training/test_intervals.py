@@ -139,4 +139,7 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     assert 0.5 < intervals["coverage_80"] <= 1.0
     assert 0.5 < intervals["coverage_80_in_time"] <= 1.0
     assert len(intervals["coverage_by_decile"]) == 10
-    assert set(result.manifest.parity.extra) == {"orders", "propensity"}
+    assert set(result.manifest.parity.extra) == {"orders", "propensity", "combined"}
+    # The combined graph is exact: the same nodes as the four files.
+    assert result.manifest.parity.extra["combined"]["max_abs_diff"] == 0.0
+    assert result.manifest.files["combined_onnx"] == "all.onnx"
