@@ -138,6 +138,105 @@ def throughput(rounds: int, calls: int) -> dict[str, Any]:
     }
 
 
+def http_throughput(customers: int, duration: float, rounds: int) -> dict[str, Any]:
+    """`GET /v1/customers/{id}/prediction` at saturation, before/after, through real servers.
+
+    Two `clv serve` workers on one Postgres database (synthetic shop, the shipped model's window):
+    one serves the shipped model, one the same artifact stripped to pre-issue-11. The load
+    generator saturates them in turn, alternating which goes first, `rounds` times.
+    """
+    import contextlib
+    import random
+
+    from app.auth.keys import ALL_SCOPES
+    from app.auth.repository import create_key
+    from app.db import create_sync_engine
+    from app.demo.generator import generate_demo
+    from app.events.bulk import BulkLoader
+    from bench.common import fresh_database, settle
+    from bench.scoring import load
+    from tests.server import running_server
+
+    source = current_directory(ROOT_DIR / "models")
+    assert source is not None, "no shipped model in models/"
+    end = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
+    with tempfile.TemporaryDirectory(prefix="clv-bench-predictions-") as tmp:
+        work = Path(tmp)
+        dirs = {"before": work / "before", "after": work / "after"}
+        for name, directory in dirs.items():
+            directory.mkdir()
+            if name == "after":
+                shutil.copytree(source, directory / source.name)
+            else:
+                stripped_copy(source, directory / source.name)
+            (directory / "current").write_text(source.name + "\n")
+        with fresh_database("clv_bench_predictions") as url:
+            url += "?sslmode=disable"
+            engine = create_sync_engine(Settings(database_url=url))
+            loader = BulkLoader(engine, "USD")
+            for chunk in generate_demo(
+                customers, 1, start=end - dt.timedelta(days=3 * 365), end=end
+            ):
+                loader.load(chunk.events, chunk.customers)
+            settle(engine)
+            from sqlalchemy import text
+
+            with engine.begin() as connection:
+                ids = [r[0] for r in connection.execute(text("SELECT external_id FROM customers"))]
+                key = create_key(connection, "bench", ALL_SCOPES).secret
+            engine.dispose()
+            rng = random.Random(3)
+            requests = [
+                {
+                    "method": "GET",
+                    "path": f"/v1/customers/{rng.choice(ids)}/prediction?as_of=2026-06-30",
+                    "body": None,
+                }
+                for _ in range(5000)
+            ]
+            rps: dict[str, list[float]] = {"before": [], "after": []}
+            with contextlib.ExitStack() as stack:
+                bases = {
+                    name: stack.enter_context(
+                        running_server(
+                            {
+                                "CLV_DATABASE_URL": url,
+                                "CLV_MODEL_DIR": str(directory),
+                                "CLV_LOG_LEVEL": "warning",
+                                "CLV_MODEL_POLL_SECONDS": "0",
+                            },
+                            timeout=120,
+                        )
+                    )
+                    for name, directory in dirs.items()
+                }
+                for r in range(rounds):
+                    order = ("before", "after") if r % 2 == 0 else ("after", "before")
+                    for name in order:
+                        summary = load(
+                            bases[name],
+                            requests,
+                            work,
+                            f"{name}-{r}",
+                            key,
+                            mode="saturate",
+                            connections=16,
+                            duration=duration,
+                        )
+                        rps[name].append(float(summary["rps"]))
+    before, after = statistics.median(rps["before"]), statistics.median(rps["after"])
+    return {
+        "customers": customers,
+        "duration": duration,
+        "rounds": rounds,
+        "before_rps": rps["before"],
+        "after_rps": rps["after"],
+        "before_rps_median": before,
+        "after_rps_median": after,
+        "http_ratio": after / before,
+    }
+
+
 def coverage_rows(path: Path) -> list[str]:
     """Markdown rows for one backtest JSON: per origin, coverage, tails, deciles, orders, propensity."""
     result = json.loads(path.read_text())
@@ -166,7 +265,34 @@ def coverage_rows(path: Path) -> list[str]:
     return out
 
 
-def section(figures: dict[str, Any], backtests: dict[str, Path]) -> str:
+def http_lines(http: dict[str, Any] | None) -> list[str]:
+    """The HTTP before/after table, when it was run."""
+    if http is None:
+        return []
+    return [
+        "Through HTTP, same run: `GET /v1/customers/{id}/prediction` at saturation (16 "
+        f"connections, {http['duration']:.0f} s per run, {http['rounds']} alternating runs per "
+        f"variant), two `clv serve` workers on one Postgres database ({http['customers']:,} "
+        "synthetic customers), one serving the shipped model, one the same artifact stripped to "
+        "pre-issue-11; load generator `bench/loadgen.py` in its own process, all on the same 2 "
+        "shared cores (noisy).",
+        "",
+        "| Variant | req/s per run | median req/s |",
+        "|---|---|---:|",
+        f"| before | {', '.join(f'{v:,.0f}' for v in http['before_rps'])} | "
+        f"{http['before_rps_median']:,.0f} |",
+        f"| after | {', '.join(f'{v:,.0f}' for v in http['after_rps'])} | "
+        f"{http['after_rps_median']:,.0f} |",
+        "",
+        f"API single-prediction throughput after / before: **{http['http_ratio']:.3f}** "
+        "(bar: ≥ 0.90).",
+        "",
+    ]
+
+
+def section(
+    figures: dict[str, Any], backtests: dict[str, Path], http: dict[str, Any] | None = None
+) -> str:
     """The BENCHMARKS.md section."""
     lines = [
         "## Intervals, orders and propensity (issue 11)",
@@ -189,8 +315,10 @@ def section(figures: dict[str, Any], backtests: dict[str, Path]) -> str:
         f"{figures['after_us_median']:.1f} | {figures['after_us_best']:.1f} | "
         f"{figures['after_per_second']:,.0f} |",
         "",
-        f"Throughput after / before: **{figures['throughput_ratio']:.3f}** (bar: ≥ 0.90).",
+        f"Predictor + serialization throughput after / before: "
+        f"**{figures['throughput_ratio']:.3f}** (the worst case: no SQL, no HTTP).",
         "",
+        *http_lines(http),
     ]
     for title, path in backtests.items():
         if not path.exists():
@@ -223,19 +351,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--no-write", action="store_true", help="Print, leave BENCHMARKS.md alone.")
+    parser.add_argument("--http", action="store_true", help="Also the HTTP before/after run.")
+    parser.add_argument(
+        "--from-out", action="store_true", help="Reuse bench/out/predictions.json (no timing)."
+    )
+    parser.add_argument("--http-customers", type=int, default=3000)
+    parser.add_argument("--http-duration", type=float, default=8.0)
+    parser.add_argument("--http-rounds", type=int, default=3)
     parser.add_argument(
         "--backtest-suffix", default="-challengers", help="bench/out/backtest-<log><suffix>.json"
     )
     args = parser.parse_args()
-    figures = throughput(args.rounds, args.calls)
+    if args.from_out:
+        saved = json.loads((OUT / "predictions.json").read_text())
+        figures, http = saved["micro"], saved["http"]
+    else:
+        figures = throughput(args.rounds, args.calls)
+        http = (
+            http_throughput(args.http_customers, args.http_duration, args.http_rounds)
+            if args.http
+            else None
+        )
     backtests = {
         "CDNOW (181-day horizon)": OUT / f"backtest-cdnow{args.backtest_suffix}.json",
         "Online Retail (91-day horizon)": OUT
         / f"backtest-online-retail{args.backtest_suffix}.json",
     }
-    body = section(figures, backtests)
+    body = section(figures, backtests, http)
     print(body)
     print(json.dumps({k: v for k, v in figures.items() if k != "sample"}, indent=2))
+    print(json.dumps(http, indent=2))
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not args.from_out:
+        (OUT / "predictions.json").write_text(json.dumps({"micro": figures, "http": http}) + "\n")
     if not args.no_write:
         write_section("predictions-issue-11", body)
 
