@@ -228,6 +228,8 @@ class Challenger:
     parity: dict[str, Any]
     fold_holdout: dict[str, np.ndarray]  # fold-model predictions on the holdout rows
     metrics_out_of_time: dict[str, float] = field(default_factory=dict)
+    #: CLV p10/p50/p90 calibrated on this family's own out-of-time predictions (served if it wins).
+    clv_intervals: dict[str, Any] = field(default_factory=dict)
 
 
 def serve_clv(raw: np.ndarray) -> np.ndarray:
@@ -258,10 +260,17 @@ def train_family(
         directory / files["churn"],
         np.vstack([clv_split.holdout.features, churn_split.holdout.features]),
     )
+    from app.training.calibration import fit_intervals
+
     return Challenger(
         family=family,
         files=files,
         parity=checked,
+        clv_intervals=fit_intervals(
+            serve_clv(fold_clv.predict(clv_split.validation.features)),
+            clv_split.validation.label,
+            clv_split.gap_days,
+        ),
         fold_holdout={
             "clv": serve_clv(fold_clv.predict(clv_split.holdout.features)),
             "churn": fold_churn.predict(churn_split.holdout.features),
@@ -369,6 +378,8 @@ def serve_champions(outcome: Outcome, directory: Path, manifest: Any) -> None:
         (directory / served).write_bytes((directory / by_family[family].files[target]).read_bytes())
         if target == "clv":
             manifest.training["clv_scale"] = 1.0
+            # XGBoost's intervals were calibrated on XGBoost's errors: use the winner's own.
+            manifest.clv_intervals = by_family[family].clv_intervals
         else:
             manifest.churn_calibration = Calibration(method="none")
     manifest.training["families"] = outcome.families()
