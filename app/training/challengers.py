@@ -376,6 +376,9 @@ def serve_champions(outcome: Outcome, directory: Path, manifest: Any) -> None:
         if family == "xgboost":
             continue
         (directory / served).write_bytes((directory / by_family[family].files[target]).read_bytes())
+        # A combined graph built from the old files would still serve them: drop it (train
+        # builds it after this, from the files that now serve).
+        manifest.files.pop("combined_onnx", None)
         if target == "clv":
             manifest.training["clv_scale"] = 1.0
             # XGBoost's intervals were calibrated on XGBoost's errors: use the winner's own.

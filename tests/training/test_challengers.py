@@ -129,6 +129,9 @@ def test_a_winning_challenger_serves_through_the_same_contract(
     expected_churn = onnx_churn(onnx_session(directory / files["linear"]["churn"]), features)
     np.testing.assert_allclose(served.clv, expected_clv, rtol=1e-6)
     np.testing.assert_allclose(served.churn_probability, expected_churn, rtol=1e-6)
+    one = load_model(directory).predictor.predict(features[:1])  # the single-row path too
+    np.testing.assert_allclose(one.clv, expected_clv[:1], rtol=1e-6)
+    np.testing.assert_allclose(one.churn_probability, expected_churn[:1], rtol=1e-6)
     assert (directory / CLV_ONNX).read_bytes() == (directory / files["mlp"]["clv"]).read_bytes()
     assert (directory / CHURN_ONNX).read_bytes() == (
         directory / files["linear"]["churn"]
