@@ -19,6 +19,12 @@ CLV_ONNX = "clv.onnx"
 CHURN_ONNX = "churn.onnx"
 CLV_NATIVE = "clv.xgb.json"
 CHURN_NATIVE = "churn.xgb.json"
+ORDERS_ONNX = "orders.onnx"
+PROPENSITY_ONNX = "propensity.onnx"
+ORDERS_NATIVE = "orders.xgb.json"
+PROPENSITY_NATIVE = "propensity.xgb.json"
+#: The four served graphs side by side in one file: one onnxruntime call per single prediction.
+COMBINED_ONNX = "all.onnx"
 REPORT = "report.html"
 FORMAT_VERSION = 1
 
@@ -40,6 +46,10 @@ class Parity(BaseModel):
     churn_max_abs_diff: float
     tolerance: dict[str, float]
     passed: bool
+    # Added for issue 11: the orders and propensity models (absent in older manifests).
+    extra: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="model -> max_abs_diff / max_rel_diff (issue 11)."
+    )
 
 
 class Manifest(BaseModel):
@@ -91,6 +101,20 @@ class Manifest(BaseModel):
     reproduce: dict[str, Any] = Field(
         default_factory=dict,
         description="Options, data fingerprint, code and library versions to retrain this model.",
+    )
+    # Added for issue 11; optional so older manifests still load (their fields are then null).
+    clv_intervals: dict[str, Any] = Field(
+        default_factory=dict,
+        description="CLV p10/p50/p90: ratio quantiles by bin of predicted CLV, calibrated out of "
+        "time (docs/predictions.md).",
+    )
+    propensity_days: int | None = Field(
+        default=None, description="Days of the order-probability window (None: no such model)."
+    )
+    eligibility: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the model was trained on (customers, orders, date range) and the "
+        "minimums it passed.",
     )
 
 

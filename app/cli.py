@@ -313,6 +313,9 @@ def train(
     ] = "",
     clv_horizon_days: Annotated[int, typer.Option(min=1, help="CLV horizon H1 (days).")] = 365,
     churn_horizon_days: Annotated[int, typer.Option(min=1, help="Churn horizon H2 (days).")] = 90,
+    propensity_days: Annotated[
+        int, typer.Option(min=1, help="Window of the order probability (days).")
+    ] = 30,
     out: Annotated[
         Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
     ] = None,
@@ -336,6 +339,14 @@ def train(
     no_baselines: Annotated[
         bool, typer.Option("--no-baselines", help="Skip BG/NBD (faster).")
     ] = False,
+    challengers: Annotated[
+        bool,
+        typer.Option(
+            "--challengers",
+            help="Also train ridge/logistic and MLP challengers (docs/challengers.md); "
+            "per target the best out of time serves.",
+        ),
+    ] = False,
 ) -> None:
     """Train CLV + churn models from the event history, export ONNX, evaluate, promote if not worse."""
     from app.db import create_sync_engine
@@ -348,6 +359,7 @@ def train(
         model_dir=out or settings.model_dir,
         clv_horizon_days=clv_horizon_days,
         churn_horizon_days=churn_horizon_days,
+        propensity_days=propensity_days,
         holdout_fraction=holdout,
         split=split.value,
         stack=stack,
@@ -356,6 +368,7 @@ def train(
         force=force,
         baselines=not no_baselines,
         currency=settings.currency,
+        challengers=challengers,
     )
     engine = create_sync_engine(settings)
     from app.quality.service import summary_lines  # data-quality summary, warnings on stderr
@@ -445,6 +458,9 @@ def backtest(
     step_days: Annotated[int, typer.Option(min=1, help="Days between origins.")] = 30,
     clv_horizon_days: Annotated[int, typer.Option(min=1, help="CLV horizon H1 (days).")] = 365,
     churn_horizon_days: Annotated[int, typer.Option(min=1, help="Churn horizon H2 (days).")] = 90,
+    propensity_days: Annotated[
+        int, typer.Option(min=1, help="Window of the order probability (days).")
+    ] = 30,
     seed: Annotated[int, typer.Option(help="Training seed at every origin.")] = 0,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Training threads (default: all cores).")
@@ -457,6 +473,12 @@ def backtest(
     ] = None,
     no_bg_nbd: Annotated[
         bool, typer.Option("--no-bg-nbd", help="Skip the BG/NBD + Gamma-Gamma baseline.")
+    ] = False,
+    challengers: Annotated[
+        bool,
+        typer.Option(
+            "--challengers", help="Also train and show the ridge/logistic and MLP challengers."
+        ),
     ] = False,
     allow_partial_window: Annotated[
         bool,
@@ -485,10 +507,12 @@ def backtest(
         step_days=step_days,
         clv_horizon_days=clv_horizon_days,
         churn_horizon_days=churn_horizon_days,
+        propensity_days=propensity_days,
         seed=seed,
         threads=threads or os.cpu_count() or 1,
         currency=settings.currency,
         bg_nbd=not no_bg_nbd,
+        challengers=challengers,
         allow_partial_window=allow_partial_window,
     )
     engine = create_sync_engine(settings)

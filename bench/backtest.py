@@ -83,18 +83,29 @@ DATA_SETS = (
         RETAIL_NOTES,
     ),
 )
-METHODS = ("model", "bg_nbd_gamma_gamma", "spend_rate", "recency")
+METHODS = ("model", "bg_nbd_gamma_gamma", "spend_rate", "recency", "linear", "mlp")
 TITLES = {
     "model": "XGBoost (clv train)",
+    "linear": "Ridge + logistic (challenger)",
+    "mlp": "MLP (challenger)",
     "bg_nbd_gamma_gamma": "BG/NBD + Gamma-Gamma",
     "spend_rate": "Spend-rate heuristic",
     "recency": "Recency heuristic",
 }
 
 
+#: `--challengers` (issue 11): the backtest also trains and shows the challengers at every origin.
+CHALLENGERS = "--challengers" in sys.argv
+
+
+def _json_path(data: DataSet) -> Path:
+    return OUT / f"backtest-{data.key}{'-challengers' if CHALLENGERS else ''}.json"
+
+
 def backtest_args(data: DataSet, threads: int, json_path: Path) -> list[str]:
     return [
         "backtest",
+        *(["--challengers"] if CHALLENGERS else []),
         "--last-origin",
         data.last_origin,
         "--origins",
@@ -119,7 +130,7 @@ def run(data: DataSet, threads: int) -> tuple[dict[str, Any], float, float]:
     if not data.path.exists():
         raise SystemExit(f"{data.path} is missing: the backtest needs the real log")
     OUT.mkdir(parents=True, exist_ok=True)
-    json_path = OUT / f"backtest-{data.key}.json"
+    json_path = _json_path(data)
     with fresh_database("clv_bench_backtest") as url:
         env = {"CLV_DATABASE_URL": url, "CLV_CURRENCY": data.currency}
         _, import_seconds = run_clv(
@@ -139,7 +150,7 @@ def run(data: DataSet, threads: int) -> tuple[dict[str, Any], float, float]:
 
 def saved(data: DataSet) -> tuple[dict[str, Any], float, float]:
     """A result written by an earlier run (bench/out/), for --from-out."""
-    json_path = OUT / f"backtest-{data.key}.json"
+    json_path = _json_path(data)
     timing = json.loads(json_path.with_suffix(".timing.json").read_text())
     return json.loads(json_path.read_text()), timing["import_seconds"], timing["backtest_seconds"]
 
@@ -155,7 +166,7 @@ def section(data: DataSet, result: dict[str, Any], import_seconds: float, second
     lines = [
         f"### {data.title} ({data.horizon_days}-day horizon, {data.currency})",
         "",
-        f"`clv {' '.join(backtest_args(data, result['options']['threads'], Path('bench/out/backtest-' + data.key + '.json')))}`"
+        f"`clv {' '.join(backtest_args(data, result['options']['threads'], _json_path(data).relative_to(ROOT)))}`"
         f" — import {import_seconds:.0f} s, backtest {seconds:.0f} s (busy shared machine).",
         "",
         head,
@@ -164,6 +175,8 @@ def section(data: DataSet, result: dict[str, Any], import_seconds: float, second
     for entry in result["origins"]:
         for name in METHODS:
             m = entry["methods"].get(name, {})
+            if str(m.get("reason", "")).startswith("not trained"):
+                continue  # a challenger in a run without --challengers
             label = (
                 f"{entry['origin'][:10]} ({entry['customers']:,} cust., actual "
                 f"{entry['actual_total']:,.0f})"
@@ -178,7 +191,9 @@ def section(data: DataSet, result: dict[str, Any], import_seconds: float, second
                 f"| {_f(m['brier'])} | {_f(m['bias'])} | {_f(m['top10_share'])} |"
             )
     for name in METHODS:
-        a = result["average"][name]
+        a = result["average"].get(name)
+        if a is None or not a.get("origins_ok"):
+            continue
         label = f"average of {len(result['origins'])}" if name == "model" else ""
         lines.append(
             f"| {label} | {TITLES[name]} | {_f(a['gini'])} | {_f(a['spearman'])} | {_f(a['auc'])} "
@@ -197,6 +212,18 @@ def section(data: DataSet, result: dict[str, Any], import_seconds: float, second
         + f" ({biases}).",
         "",
         *(f"- {line}" for line in v["lines"]),
+        *(
+            [
+                "- Served by `clv train --challengers` (champion per target, out of time): "
+                + "; ".join(
+                    f"{e['origin'][:10]} CLV {e['model'].get('families', {}).get('clv', '?')}, "
+                    f"churn {e['model'].get('families', {}).get('churn', '?')}"
+                    for e in result["origins"]
+                )
+            ]
+            if CHALLENGERS
+            else []
+        ),
         "",
         "Next-period value, actual vs model's total: "
         + "; ".join(
@@ -217,6 +244,11 @@ def main() -> None:
     parser.add_argument("--only", choices=[d.key for d in DATA_SETS])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--challengers",
+        action="store_true",
+        help="Also train the ridge/logistic and MLP challengers (issue 11 section).",
+    )
+    parser.add_argument(
         "--from-out",
         action="store_true",
         help="Rewrite the BENCHMARKS.md section from bench/out/ without running anything.",
@@ -228,7 +260,7 @@ def main() -> None:
     for data in chosen:
         if args.from_out:
             result, import_seconds, seconds = saved(data)
-            revision = json.loads((OUT / f"backtest-{data.key}.timing.json").read_text())[
+            revision = json.loads(_json_path(data).with_suffix(".timing.json").read_text())[
                 "revision"
             ]
         else:
@@ -237,6 +269,20 @@ def main() -> None:
     if args.only is not None:
         print("\n".join(parts))
         print("(--only: BENCHMARKS.md left alone)", file=sys.stderr)
+        return
+    if CHALLENGERS:
+        write_section(
+            "challengers",
+            "## Challengers and the model card (issue 11)\n\n"
+            + header("python -m bench.backtest --challengers")
+            + f"- Model code measured: {revision}\n"
+            + "- As the issue-10 backtest, with `clv backtest --challengers`: at every origin "
+            "`clv train --challengers` also fits ridge + logistic regression and an MLP "
+            "(scikit-learn) on the same rows, judges them out of time and serves the best per "
+            "target; the `model` row is what `clv train` serves (XGBoost unless a challenger won "
+            "out of time, see the notes), the challenger rows score each challenger's own ONNX "
+            "graphs. Timings noisy: 2 cores shared with other jobs.\n\n" + "\n".join(parts),
+        )
         return
     body = (
         "## Out-of-time backtests (issue 10)\n\n"

@@ -33,7 +33,15 @@ COLUMNS = (
     "model_version",
     "as_of",
     "basis",
+    # Issue 11 (empty / null for models without them).
+    "clv_p10",
+    "clv_p50",
+    "clv_p90",
+    "expected_orders",
+    "order_probability",
 )
+#: Columns of issue 11, typed float64 (nullable) in Parquet.
+_OPTIONAL = ("clv_p10", "clv_p50", "clv_p90", "expected_orders", "order_probability")
 
 
 #: Called with the engine, a stored chunk's customer keys and scores, once the chunk committed.
@@ -84,6 +92,10 @@ class _Writer:
                     "model_version": [self.model_version] * len(scores),
                     "as_of": [self.as_of] * len(scores),
                     "basis": [s.basis for s in scores],
+                    **{
+                        name: pa.array([getattr(s, name) for s in scores], pa.float64())
+                        for name in _OPTIONAL
+                    },
                 }
             )
             if self._parquet_writer is None:
@@ -107,6 +119,7 @@ class _Writer:
                 self.model_version,
                 self.as_of,
                 s.basis,
+                *("" if getattr(s, name) is None else getattr(s, name) for name in _OPTIONAL),
             )
             for s in scores
         )

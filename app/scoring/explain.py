@@ -10,11 +10,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost as xgb
 
 from app.features.definitions import FEATURES
+
+if TYPE_CHECKING:
+    # Imported inside the functions: xgboost imports scikit-learn and pandas when they are
+    # installed (seconds), and the API must start without them (tests/ops/test_api_imports.py).
+    import xgboost as xgb
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Explanation:
 
 def load_booster(path: Path) -> xgb.Booster:
     """A native booster for explanations: single-threaded (it serves one row at a time)."""
+    import xgboost as xgb
+
     booster = xgb.Booster()
     booster.load_model(path)
     booster.set_param({"nthread": 1})
@@ -51,6 +58,8 @@ def load_booster(path: Path) -> xgb.Booster:
 
 def explain(booster: xgb.Booster, features: np.ndarray) -> list[Explanation]:
     """TreeSHAP explanations of every row of `features`."""
+    import xgboost as xgb
+
     matrix = xgb.DMatrix(np.asarray(features, dtype=np.float32))
     contributions = np.asarray(booster.predict(matrix, pred_contribs=True), dtype=np.float64)
     margins = np.asarray(booster.predict(matrix, output_margin=True), dtype=np.float64)

@@ -11,10 +11,11 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xgboost as xgb
 
 from app.artifacts import CHURN_NATIVE, CLV_NATIVE, Manifest, current_directory, current_version
 from app.errors import AppError
@@ -22,6 +23,9 @@ from app.features.definitions import FEATURE_NAMES
 from app.scoring.evidence import TrainingRanges
 from app.scoring.explain import load_booster
 from app.scoring.predictor import Predictor
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +40,18 @@ class LoadedModel:
 
     directory: Path
     predictor: Predictor
-    clv_booster: xgb.Booster
-    churn_booster: xgb.Booster
     loaded_at: dt.datetime
     ranges: TrainingRanges
+
+    # The native boosters serve only explanations: loaded on the first one, so a worker starts
+    # without importing xgboost (which imports scikit-learn and pandas when installed).
+    @cached_property
+    def clv_booster(self) -> xgb.Booster:
+        return load_booster(self.directory / CLV_NATIVE)
+
+    @cached_property
+    def churn_booster(self) -> xgb.Booster:
+        return load_booster(self.directory / CHURN_NATIVE)
 
     @property
     def manifest(self) -> Manifest:
@@ -53,8 +65,9 @@ class LoadedModel:
 def load_model(directory: Path, threads: int = 1, currency: str | None = None) -> LoadedModel:
     """Load and validate an artifact (for `currency` when given), then warm it up."""
     predictor = Predictor(directory, threads=threads, currency=currency)
-    clv_booster = load_booster(directory / CLV_NATIVE)
-    churn_booster = load_booster(directory / CHURN_NATIVE)
+    for native in (CLV_NATIVE, CHURN_NATIVE):
+        if not (directory / native).is_file():  # explanations need it: refuse now, not later
+            raise FileNotFoundError(f"{directory / native} is missing")
     warm = np.zeros((1, len(FEATURE_NAMES)))
     for _ in range(3):
         predictor.predict(warm)
@@ -62,8 +75,6 @@ def load_model(directory: Path, threads: int = 1, currency: str | None = None) -
     return LoadedModel(
         directory,
         predictor,
-        clv_booster,
-        churn_booster,
         dt.datetime.now(dt.UTC),
         TrainingRanges(predictor.manifest.feature_ranges),
     )

@@ -15,9 +15,31 @@ from app.scoring.lifecycle import LifecycleStage, ValueTier
 class ClvOut(BaseModel):
     """Expected net revenue (orders minus refunds) over the horizon."""
 
-    value: float = Field(examples=[182.4])
+    value: float = Field(examples=[182.4], description="The expected (mean) value.")
     currency: str = Field(examples=["USD"])
     horizon_days: int = Field(examples=[365])
+    p10: float | None = Field(
+        default=None,
+        examples=[0.0],
+        description="10th percentile: 80 % of customers like this one end between p10 and p90 "
+        "(calibrated out of time, docs/predictions.md). Null for models without intervals.",
+    )
+    p50: float | None = Field(default=None, examples=[96.1], description="Median.")
+    p90: float | None = Field(default=None, examples=[455.0], description="90th percentile.")
+
+
+class ExpectedOrdersOut(BaseModel):
+    """Expected number of orders over the CLV horizon."""
+
+    value: float = Field(ge=0, examples=[2.4])
+    horizon_days: int = Field(examples=[365])
+
+
+class OrderProbabilityOut(BaseModel):
+    """Probability of at least one order in the next `days` days."""
+
+    probability: float = Field(ge=0, le=1, examples=[0.31])
+    days: int = Field(examples=[30])
 
 
 class ChurnOut(BaseModel):
@@ -82,8 +104,17 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
     "customer_id": "cust-42",
     "as_of": "2026-11-30T00:00:00Z",
     "model_version": "20261124T175705Z-95b881",
-    "clv": {"value": 182.4, "currency": "USD", "horizon_days": 365},
+    "clv": {
+        "value": 182.4,
+        "currency": "USD",
+        "horizon_days": 365,
+        "p10": 0.0,
+        "p50": 96.1,
+        "p90": 455.0,
+    },
     "churn": {"probability": 0.27, "horizon_days": 90},
+    "expected_orders": {"value": 2.4, "horizon_days": 365},
+    "order_probability": {"probability": 0.31, "days": 30},
     "segment": {"lifecycle_stage": "active", "value_tier": "high"},
     "expected_value_at_risk": 49.25,
     "basis": "history",
@@ -101,6 +132,12 @@ class PredictionOut(BaseModel):
     model_version: str
     clv: ClvOut
     churn: ChurnOut
+    expected_orders: ExpectedOrdersOut | None = Field(
+        default=None, description="Null when the serving model predates it (issue 11)."
+    )
+    order_probability: OrderProbabilityOut | None = Field(
+        default=None, description="Null when the serving model predates it (issue 11)."
+    )
     segment: SegmentOut
     expected_value_at_risk: float = Field(
         description="CLV x churn probability: what retention can save."

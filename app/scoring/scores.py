@@ -19,3 +19,9 @@ class Score:
     value_tier: ValueTier
     expected_value_at_risk: float
     basis: Basis = "history"
+    # Issue 11; None when the model has no intervals / orders / propensity model.
+    clv_p10: float | None = None
+    clv_p50: float | None = None
+    clv_p90: float | None = None
+    expected_orders: float | None = None
+    order_probability: float | None = None

@@ -22,8 +22,10 @@ from app.scoring.schemas import (
     BatchPredictionOut,
     ChurnOut,
     ClvOut,
+    ExpectedOrdersOut,
     ExplanationOut,
     ModelExplanation,
+    OrderProbabilityOut,
     OutOfRangeOut,
     PredictionOut,
     Reason,
@@ -52,6 +54,15 @@ def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) 
     tiers = value_tiers(predictions.clv, manifest.clv_quantiles, settings.tier_percentiles)
     at_risk = predictions.clv * predictions.churn_probability
     bases = prediction_bases(matrix.n_events, matrix.values)
+    n = len(matrix)
+    # Issue 11: rounded like the CLV (cents) and churn (6 digits); None for older models.
+    p10, p50, p90 = (
+        _rounded(predictions.clv_p10, 2, n),
+        _rounded(predictions.clv_p50, 2, n),
+        _rounded(predictions.clv_p90, 2, n),
+    )
+    orders = _rounded(predictions.expected_orders, 4, n)
+    propensity = _rounded(predictions.order_probability, 6, n)
     return [
         Score(
             customer_id=customer_id,
@@ -61,18 +72,32 @@ def score_matrix(matrix: FeatureMatrix, model: LoadedModel, settings: Settings) 
             value_tier=tier,
             expected_value_at_risk=round(float(risk), 2),
             basis=basis,
+            clv_p10=p10[i],
+            clv_p50=p50[i],
+            clv_p90=p90[i],
+            expected_orders=orders[i],
+            order_probability=propensity[i],
         )
-        for customer_id, clv, p, stage, tier, risk, basis in zip(
-            matrix.customer_ids,
-            predictions.clv,
-            predictions.churn_probability,
-            stages,
-            tiers,
-            at_risk,
-            bases,
-            strict=True,
+        for i, (customer_id, clv, p, stage, tier, risk, basis) in enumerate(
+            zip(
+                matrix.customer_ids,
+                predictions.clv,
+                predictions.churn_probability,
+                stages,
+                tiers,
+                at_risk,
+                bases,
+                strict=True,
+            )
         )
     ]
+
+
+def _rounded(values: np.ndarray | None, digits: int, n: int) -> list[float | None]:
+    """Python floats rounded to `digits`, or n Nones when the model has no such output."""
+    if values is None:
+        return [None] * n
+    return [round(float(v), digits) for v in values.tolist()]
 
 
 def _model_explanation(
@@ -131,10 +156,29 @@ def prediction_out(
         as_of=as_of,
         model_version=manifest.version,
         clv=ClvOut.model_construct(
-            value=score.clv, currency=settings.currency, horizon_days=manifest.clv_horizon_days
+            value=score.clv,
+            currency=settings.currency,
+            horizon_days=manifest.clv_horizon_days,
+            p10=score.clv_p10,
+            p50=score.clv_p50,
+            p90=score.clv_p90,
         ),
         churn=ChurnOut.model_construct(
             probability=score.churn_probability, horizon_days=manifest.churn_horizon_days
+        ),
+        expected_orders=(
+            ExpectedOrdersOut.model_construct(
+                value=score.expected_orders, horizon_days=manifest.clv_horizon_days
+            )
+            if score.expected_orders is not None
+            else None
+        ),
+        order_probability=(
+            OrderProbabilityOut.model_construct(
+                probability=score.order_probability, days=manifest.propensity_days
+            )
+            if score.order_probability is not None and manifest.propensity_days is not None
+            else None
         ),
         segment=SegmentOut.model_construct(
             lifecycle_stage=score.lifecycle_stage, value_tier=score.value_tier

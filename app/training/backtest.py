@@ -41,9 +41,13 @@ from app.training.repository import window_labels
 from app.training.train import TrainingFailed, TrainOptions, TrainResult, train
 
 #: The methods in the order tables show them; the model is compared with each of the others.
-METHODS = ("model", "bg_nbd_gamma_gamma", "spend_rate", "recency")
+METHODS = ("model", "bg_nbd_gamma_gamma", "spend_rate", "recency", "linear", "mlp")
+#: Challengers (app.training.challengers), trained inside `clv train --challengers` at the origin.
+CHALLENGER_METHODS = ("linear", "mlp")
 TITLES = {
     "model": "XGBoost (clv train)",
+    "linear": "Ridge + logistic",
+    "mlp": "MLP (scikit-learn)",
     "bg_nbd_gamma_gamma": "BG/NBD + Gamma-Gamma",
     "spend_rate": "Spend-rate heuristic",
     "recency": "Recency heuristic",
@@ -70,6 +74,8 @@ class BacktestOptions:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     currency: str = "USD"
     bg_nbd: bool = True
+    propensity_days: int = 30  # issue 11: window of the order-probability metric
+    challengers: bool = False
     allow_partial_window: bool = False
     progress: bool = False
 
@@ -91,6 +97,11 @@ class MethodScores:
     error: str | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Issue 11: CLV interval, expected orders over the CLV horizon, P(order in propensity_days).
+    clv_p10: np.ndarray | None = None
+    clv_p90: np.ndarray | None = None
+    orders: np.ndarray | None = None
+    propensity: np.ndarray | None = None
 
 
 Trainer = Callable[[Engine, TrainOptions], TrainResult]
@@ -134,6 +145,72 @@ def method_metrics(
 
 def _column(features: np.ndarray, name: str) -> np.ndarray:
     return features[:, FEATURE_INDEX[name]]
+
+
+#: Issue 11's bar: the 80 % CLV interval covers 80 % ± 5 points of customers at every origin.
+COVERAGE_TARGET, COVERAGE_TOLERANCE = 0.80, 0.05
+
+
+def prediction_metrics(
+    clv_actual: np.ndarray, orders_actual: np.ndarray, bought: np.ndarray, scores: MethodScores
+) -> dict[str, Any]:
+    """Issue 11: interval coverage (overall, by decile of predicted CLV), orders MAE and bias,
+    propensity AUC and Brier; None for what a method does not predict."""
+    out: dict[str, Any] = {
+        "coverage_80": None,
+        "below_p10": None,
+        "above_p90": None,
+        "coverage_by_decile": None,
+        "orders_mae": None,
+        "orders_bias": None,
+        "propensity_auc": None,
+        "propensity_brier": None,
+    }
+    if scores.clv_p10 is not None and scores.clv_p90 is not None and scores.clv is not None:
+        # Rounded like the API (cents): an actual of 0 against a p10 of 1e-9 is covered.
+        low, high = np.round(scores.clv_p10, 2), np.round(scores.clv_p90, 2)
+        covered = (clv_actual >= low) & (clv_actual <= high)
+        out["coverage_80"] = float(covered.mean())
+        out["below_p10"] = float((clv_actual < low).mean())
+        out["above_p90"] = float((clv_actual > high).mean())
+        order = np.argsort(-scores.clv, kind="stable")
+        out["coverage_by_decile"] = [
+            {
+                "decile": k + 1,
+                "customers": len(part),
+                "coverage": float(covered[part].mean()),
+                "zero_actual_share": float((clv_actual[part] == 0).mean()),
+            }
+            for k, part in enumerate(np.array_split(order, 10))
+            if len(part)
+        ]
+    if scores.orders is not None:
+        total = float(orders_actual.sum())
+        out["orders_mae"] = float(np.mean(np.abs(scores.orders - orders_actual)))
+        out["orders_bias"] = float(scores.orders.sum() / total) if total > 0 else None
+    if scores.propensity is not None:
+        if 0 < bought.sum() < len(bought):
+            out["propensity_auc"] = float(roc_auc_score(bought, scores.propensity))
+        out["propensity_brier"] = float(
+            brier_score_loss(bought, np.clip(scores.propensity, 0.0, 1.0))
+        )
+    return out
+
+
+def _bg_nbd_purchases(parameters: dict[str, float], features: np.ndarray, days: int) -> np.ndarray:
+    """BG/NBD's expected transactions (repeat order days) over the next `days`; 0 without orders."""
+    import pandas as pd
+    from lifetimes import BetaGeoFitter
+
+    frequency, recency, age, _ = baselines.rfm(features)
+    fitter = BetaGeoFitter()
+    fitter.params_ = pd.Series({k: parameters[k] for k in ("r", "alpha", "a", "b")})
+    expected = np.asarray(
+        fitter.conditional_expected_number_of_purchases_up_to_time(days, frequency, recency, age),
+        dtype=float,
+    )
+    has_orders = _column(features, "orders") > 0
+    return np.where(has_orders, np.nan_to_num(expected), 0.0)
 
 
 def recency_heuristic(features: np.ndarray, horizon_days: int) -> MethodScores:
@@ -225,6 +302,10 @@ def bg_nbd_baseline(features: np.ndarray, options: BacktestOptions) -> MethodSco
                 probability = _no_purchase_probability(
                     fitted.parameters, features, options.churn_horizon_days
                 )
+                purchases = _bg_nbd_purchases(fitted.parameters, features, options.clv_horizon_days)
+                propensity = 1.0 - _no_purchase_probability(
+                    fitted.parameters, features, options.propensity_days
+                )
         except Exception as exc:  # any failure of an optional comparison is reported, not raised
             message = " ".join(str(exc).split())[:200]
             failures.append(f"penalizer {penalizer:g}: {type(exc).__name__}: {message}")
@@ -234,6 +315,8 @@ def bg_nbd_baseline(features: np.ndarray, options: BacktestOptions) -> MethodSco
             clv=fitted.clv,
             churn_score=fitted.churn_score,
             churn_probability=probability,
+            orders=purchases,
+            propensity=propensity,
             notes=f"lifetimes, fitted at the origin on these customers: {params}",
             extra={"penalizer": penalizer, "failed_fits": failures},
         )
@@ -263,13 +346,16 @@ def _model_scores(
             currency=options.currency,
             baselines=False,
             progress=options.progress,
+            challengers=options.challengers,
+            propensity_days=options.propensity_days,
         )
         try:
             result = trainer(engine, train_options)
         except TrainingFailed as exc:
             return MethodScores(None, None, error=f"training failed: {exc}"), {}
         predicted = Predictor(result.directory).predict(features)
-        info = {
+        challenger_scores = _challenger_scores(result.directory, result.manifest.training, features)
+        info: dict[str, Any] = {
             "trees": {
                 "clv": result.manifest.training.get("clv_trees"),
                 "churn": result.manifest.training.get("churn_trees"),
@@ -277,6 +363,10 @@ def _model_scores(
             "clv_onnx_sha256": _sha256(result.directory / CLV_ONNX),
             "churn_onnx_sha256": _sha256(result.directory / CHURN_ONNX),
             "code_version": result.manifest.code_version,
+            "families": result.manifest.training.get(
+                "families", {"clv": "xgboost", "churn": "xgboost"}
+            ),
+            "challenger_scores": challenger_scores,
         }
     return (
         MethodScores(
@@ -284,9 +374,38 @@ def _model_scores(
             churn_score=predicted.churn_probability,
             churn_probability=predicted.churn_probability,
             notes="trained at the origin by clv train's code, scored through ONNX",
+            clv_p10=predicted.clv_p10,
+            clv_p90=predicted.clv_p90,
+            orders=predicted.expected_orders,
+            propensity=predicted.order_probability,
         ),
         info,
     )
+
+
+def _challenger_scores(
+    directory: Path, training: dict[str, Any], features: np.ndarray
+) -> dict[str, MethodScores]:
+    """Every challenger of the artifact scored through its own ONNX graphs (as it would serve)."""
+    from app.scoring.onnx import onnx_churn, onnx_clv, onnx_session
+
+    out: dict[str, MethodScores] = {}
+    for family, block in training.get("challengers", {}).items():
+        files = block["files"]
+        if not block["parity"]["passed"]:
+            out[family] = MethodScores(None, None, error="ONNX parity failed at this origin")
+            continue
+        clv = np.maximum(onnx_clv(onnx_session(directory / files["clv"]), features), 0.0)
+        churn = onnx_churn(onnx_session(directory / files["churn"]), features)
+        models = block["models"]
+        out[family] = MethodScores(
+            clv=clv,
+            churn_score=churn,
+            churn_probability=churn,
+            notes=f"{models['clv']} (CLV) + {models['churn']} (churn), trained at the origin "
+            "by clv train --challengers, scored through ONNX",
+        )
+    return out
 
 
 def check_windows(engine: Engine, options: BacktestOptions) -> None:
@@ -325,14 +444,24 @@ def run_origin(
     if not len(matrix):
         entry["methods"] = {m: {"status": "failed", "reason": "no customers"} for m in METHODS}
         return entry
-    clv_actual, _ = window_labels(engine, origin, options.clv_horizon_days, matrix.customer_ids)
+    clv_actual, orders_actual = window_labels(
+        engine, origin, options.clv_horizon_days, matrix.customer_ids
+    )
     _, churn_orders = window_labels(engine, origin, options.churn_horizon_days, matrix.customer_ids)
     churned = (churn_orders == 0).astype(np.float64)
+    _, soon = window_labels(engine, origin, options.propensity_days, matrix.customer_ids)
+    bought = (soon > 0).astype(np.float64)
+    entry["propensity_window_end"] = (
+        origin + dt.timedelta(days=options.propensity_days)
+    ).isoformat()
+    entry["actual_orders"] = int(orders_actual.sum())
+    entry["propensity_rate"] = float(bought.mean())
     entry["actual_total"] = float(clv_actual.sum())
     entry["churn_rate"] = float(churned.mean())
 
     features = matrix.values
     model, entry["model"] = _model_scores(engine, options, origin, features, trainer)
+    challenger_scores = entry["model"].pop("challenger_scores", {})
     all_scores = {
         "model": model,
         "bg_nbd_gamma_gamma": (
@@ -342,6 +471,19 @@ def run_origin(
         ),
         "spend_rate": spend_rate_heuristic(features, options.clv_horizon_days),
         "recency": recency_heuristic(features, options.clv_horizon_days),
+        **{
+            name: challenger_scores.get(
+                name,
+                MethodScores(
+                    None,
+                    None,
+                    error="not trained (clv backtest --challengers)"
+                    if not options.challengers
+                    else "no challenger in the artifact",
+                ),
+            )
+            for name in CHALLENGER_METHODS
+        },
     }
     methods: dict[str, Any] = {}
     for name, scores in all_scores.items():
@@ -353,12 +495,26 @@ def run_origin(
             "notes": scores.notes,
             **scores.extra,
             **method_metrics(clv_actual, churned, scores),
+            **prediction_metrics(clv_actual, orders_actual.astype(np.float64), bought, scores),
         }
     entry["methods"] = methods
     return entry
 
 
-SUMMARY_METRICS = ("gini", "spearman", "auc", "brier", "bias", "top10_share")
+SUMMARY_METRICS = (
+    "gini",
+    "spearman",
+    "auc",
+    "brier",
+    "bias",
+    "top10_share",
+    # Issue 11.
+    "coverage_80",
+    "orders_mae",
+    "orders_bias",
+    "propensity_auc",
+    "propensity_brier",
+)
 
 
 def _average(entries: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -408,6 +564,8 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
             )
         for name in METHODS[1:]:
             base = methods.get(name, {})
+            if name in CHALLENGER_METHODS and str(base.get("reason", "")).startswith("not trained"):
+                continue
             if base.get("status") != "ok":
                 failed.append(f"{name} at {e['origin'][:10]}: {base.get('reason')}")
                 continue
@@ -462,7 +620,15 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
     beats_bg = all(not (loss["baseline"] == "bg_nbd_gamma_gamma") for loss in losses) and not any(
         f.startswith(("model", "bg_nbd_gamma_gamma")) for f in failed
     )
+    coverage_misses = _coverage_misses(entries)
+    lines += [
+        f"80 % CLV interval covers {m['coverage']:.3f} at {m['origin'][:10]}, outside "
+        f"{COVERAGE_TARGET:.2f} ± {COVERAGE_TOLERANCE:.2f}"
+        for m in coverage_misses
+    ]
     return {
+        "coverage_within_bar_everywhere": not coverage_misses,
+        "coverage_misses": coverage_misses,
         "beats_bg_nbd_everywhere": beats_bg,
         "bias_within_tolerance_everywhere": not bias_misses,
         "losses": losses,
@@ -473,6 +639,82 @@ def verdict(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "worst_origin_vs_bg_nbd": worst_bg,
         "lines": lines,
     }
+
+
+def _coverage_misses(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Origins where the model's 80 % interval coverage is outside the bar (issue 11)."""
+    misses = []
+    for e in entries:
+        coverage = e["methods"].get("model", {}).get("coverage_80")
+        if coverage is not None and abs(coverage - COVERAGE_TARGET) > COVERAGE_TOLERANCE + 1e-12:
+            misses.append({"origin": e["origin"], "coverage": coverage})
+    return misses
+
+
+def prediction_lines(entry: dict[str, Any], propensity_days: int) -> list[str]:
+    """Issue 11's per-origin text: interval coverage (by decile), orders and propensity metrics."""
+    methods = entry["methods"]
+    model = methods.get("model", {})
+    if model.get("status") != "ok" or model.get("coverage_80") is None:
+        return []
+    deciles = " ".join(f"{d['coverage']:.2f}" for d in model["coverage_by_decile"])
+    lines = [
+        f"  80 % CLV interval: coverage {model['coverage_80']:.3f} (below p10 "
+        f"{model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}); by decile 1..10: {deciles}",
+        f"  {'method':<22} {'orders MAE':>10} {'orders bias':>11} "
+        f"{f'P(order {propensity_days}d) AUC':>20} {'Brier':>7}",
+    ]
+    for name, m in methods.items():
+        if m.get("status") != "ok" or (
+            m.get("orders_mae") is None and m.get("propensity_auc") is None
+        ):
+            continue
+        lines.append(
+            f"  {TITLES.get(name, name):<22} {_fmt(m.get('orders_mae')):>10} "
+            f"{_fmt(m.get('orders_bias'), 3):>11} {_fmt(m.get('propensity_auc')):>20} "
+            f"{_fmt(m.get('propensity_brier')):>7}"
+        )
+    return lines
+
+
+def prediction_html(entry: dict[str, Any], propensity_days: int) -> str:
+    """Issue 11's per-origin HTML: coverage by decile, orders and propensity per method."""
+    methods = entry["methods"]
+    model = methods.get("model", {})
+    if model.get("status") != "ok" or model.get("coverage_80") is None:
+        return ""
+    coverage = _html_table(
+        ("Decile", "Customers", "80 % interval coverage", "Share with actual 0"),
+        (
+            [
+                str(d["decile"]),
+                str(d["customers"]),
+                f"{d['coverage']:.3f}",
+                f"{d['zero_actual_share']:.3f}",
+            ]
+            for d in model["coverage_by_decile"]
+        ),
+    )
+    others = _html_table(
+        ("Method", "Orders MAE", "Orders bias", f"P(order in {propensity_days} d) AUC", "Brier"),
+        (
+            [
+                TITLES.get(name, name),
+                _fmt(m.get("orders_mae")),
+                _fmt(m.get("orders_bias"), 3),
+                _fmt(m.get("propensity_auc")),
+                _fmt(m.get("propensity_brier")),
+            ]
+            for name, m in methods.items()
+            if m.get("status") == "ok" and m.get("orders_mae") is not None
+        ),
+    )
+    return (
+        f"<p>80 % CLV interval coverage {model['coverage_80']:.3f} (below p10 "
+        f"{model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}); by decile of predicted "
+        f"CLV (1 = highest):</p>{coverage}<p>Expected orders over the CLV horizon and probability "
+        f"of an order within {propensity_days} days:</p>{others}"
+    )
 
 
 def run_backtest(
@@ -500,6 +742,7 @@ def run_backtest(
             "seed": options.seed,
             "threads": options.threads,
             "currency": options.currency,
+            "propensity_days": options.propensity_days,
         },
         "origins": entries,
         "average": _average(entries),
@@ -544,14 +787,24 @@ def headline(v: dict[str, Any]) -> str:
         if v["bias_within_tolerance_everywhere"]
         else f"aggregate bias outside ±{BIAS_TOLERANCE:.0%} somewhere"
     )
-    return f"{beats}; {bias}"
+    coverage = (
+        ""
+        if "coverage_within_bar_everywhere" not in v
+        else "; 80 % CLV interval coverage within "
+        f"{COVERAGE_TARGET:.2f} ± {COVERAGE_TOLERANCE:.2f} at every origin"
+        if v["coverage_within_bar_everywhere"]
+        else f"; 80 % CLV interval coverage outside {COVERAGE_TARGET:.2f} ± "
+        f"{COVERAGE_TOLERANCE:.2f} somewhere"
+    )
+    return f"{beats}; {bias}{coverage}"
 
 
 def text_table(result: dict[str, Any]) -> str:
     """The whole result as a plain-text table (per origin, averages, verdict)."""
     lines: list[str] = []
+    days = result["options"].get("propensity_days", 30)
     for entry in result["origins"]:
-        lines += [*origin_table(entry), ""]
+        lines += [*origin_table(entry), *prediction_lines(entry, days), ""]
     n = len(result["origins"])
     lines.append(f"average over {n} origins")
     lines.append(
@@ -638,6 +891,7 @@ def html_section(result: dict[str, Any], title: str = "Out-of-time backtest") ->
                     ),
                 )
             )
+        parts.append(prediction_html(entry, o.get("propensity_days", 30)))
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -156,6 +156,17 @@ def churn_label(_net: np.ndarray, orders: np.ndarray) -> np.ndarray:
     return churned
 
 
+def orders_label(_net: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Expected-orders label: orders placed in the window (issue 11)."""
+    return orders.astype(np.float64)
+
+
+def propensity_label(_net: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """Propensity label: 1 when the customer placed at least one order in the window."""
+    bought: np.ndarray = (orders > 0).astype(np.float64)
+    return bought
+
+
 @dataclass
 class Split3:
     """One target's rows cut three ways (see docs/accuracy.md, "Out-of-time validation")."""

@@ -25,6 +25,9 @@ CLV_PARAMS: dict[str, Any] = {
     "eval_metric": "tweedie-nloglik@1.3",
 }
 CHURN_PARAMS: dict[str, Any] = {"objective": "binary:logistic", "eval_metric": "logloss"}
+#: Issue 11: orders over the CLV horizon (a count) and an order within the propensity window.
+ORDERS_PARAMS: dict[str, Any] = {"objective": "count:poisson", "eval_metric": "poisson-nloglik"}
+PROPENSITY_PARAMS: dict[str, Any] = {"objective": "binary:logistic", "eval_metric": "logloss"}
 TREE_PARAMS: dict[str, Any] = {
     "eta": 0.05,
     "max_depth": 3,
@@ -51,6 +54,8 @@ CLV_MONOTONE: dict[str, int] = {
 }
 #: Churn: refunds never make a customer look less likely to leave.
 CHURN_MONOTONE: dict[str, int] = {"refunded_revenue": 1, "refunds": 1, "refund_rate": 1}
+#: Orders and propensity: refunds never make a next order look more likely (mirror of churn).
+ORDERS_MONOTONE: dict[str, int] = {"refunded_revenue": -1, "refunds": -1, "refund_rate": -1}
 
 
 def monotone(directions: dict[str, int]) -> str:
@@ -60,9 +65,12 @@ def monotone(directions: dict[str, int]) -> str:
 
 def params(target: str, seed: int, threads: int) -> dict[str, Any]:
     """The full parameter set of one target, as recorded in the manifest."""
-    base, directions = (
-        (CLV_PARAMS, CLV_MONOTONE) if target == "clv" else (CHURN_PARAMS, CHURN_MONOTONE)
-    )
+    base, directions = {
+        "clv": (CLV_PARAMS, CLV_MONOTONE),
+        "churn": (CHURN_PARAMS, CHURN_MONOTONE),
+        "orders": (ORDERS_PARAMS, ORDERS_MONOTONE),
+        "propensity": (PROPENSITY_PARAMS, ORDERS_MONOTONE),
+    }[target]
     return {
         **TREE_PARAMS,
         **base,

@@ -13,6 +13,9 @@ NAMES = {
     "model": "XGBoost (this model)",
     "spend_rate": "Spend-rate heuristic",
     "bg_nbd_gamma_gamma": "BG/NBD + Gamma-Gamma",
+    "xgboost": "XGBoost (out-of-time fold)",
+    "linear": "Ridge + logistic (challenger)",
+    "mlp": "MLP (challenger)",
 }
 _KEYS = ("gini", "spearman", "bias", "auc", "brier")
 
@@ -72,6 +75,7 @@ def write_training_report(
         clv_horizon_days=manifest.clv_horizon_days,
         churn_horizon_days=manifest.churn_horizon_days,
         currency=manifest.currency,
+        manifest=manifest,
     )
 
 

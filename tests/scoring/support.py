@@ -45,6 +45,8 @@ PREDICTION_FIELDS = {
     "expected_value_at_risk",
     "basis",
     "scored_at",
+    "expected_orders",
+    "order_probability",
 }
 
 
@@ -80,6 +82,12 @@ class Reference:
     manifest: Manifest
     clv: np.ndarray
     churn_probability: np.ndarray
+    # Issue 11, computed here from the manifest and the ONNX files, not through Predictor.
+    clv_p10: np.ndarray
+    clv_p50: np.ndarray
+    clv_p90: np.ndarray
+    expected_orders: np.ndarray
+    order_probability: np.ndarray
 
 
 def reference_predictions(model_dir: Path, features: np.ndarray) -> Reference:
@@ -100,7 +108,14 @@ def artifact_predictions(directory: Path, features: np.ndarray) -> Reference:
         churn = calibrate(churn, calibration.a, calibration.b)
     else:
         assert calibration.method == "none", calibration
-    return Reference(manifest, clv, churn)
+    intervals = manifest.clv_intervals
+    centers = np.asarray(intervals["centers"])
+    p10, p50, p90 = (clv * np.interp(clv, centers, intervals[q]) for q in ("p10", "p50", "p90"))
+    orders = np.maximum(
+        onnx_clv(onnx_session(directory / manifest.files["orders_onnx"]), features), 0.0
+    )
+    propensity = onnx_churn(onnx_session(directory / manifest.files["propensity_onnx"]), features)
+    return Reference(manifest, clv, churn, p10, p50, p90, orders, propensity)
 
 
 def without_scored_at(prediction: dict[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,12 @@ def typed(row: Row) -> Row:
         "clv": float(row["clv"]),
         "churn_probability": float(row["churn_probability"]),
         "expected_value_at_risk": float(row["expected_value_at_risk"]),
+        **{name: float(row[name]) for name in NEW_COLUMNS},
     }
+
+
+#: Issue 11's columns: CLV interval, expected orders, order probability.
+NEW_COLUMNS = ("clv_p10", "clv_p50", "clv_p90", "expected_orders", "order_probability")
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,14 @@ async def test_cli_rows_equal_the_api_predictions(
         assert row["lifecycle_stage"] == p["segment"]["lifecycle_stage"], row
         assert row["value_tier"] == p["segment"]["value_tier"], row
         assert row["expected_value_at_risk"] == p["expected_value_at_risk"], row
+        assert (row["clv_p10"], row["clv_p50"], row["clv_p90"]) == (
+            p["clv"]["p10"],
+            p["clv"]["p50"],
+            p["clv"]["p90"],
+        ), row
+        assert row["clv_p10"] <= row["clv_p50"] <= row["clv_p90"], row
+        assert row["expected_orders"] == p["expected_orders"]["value"], row
+        assert row["order_probability"] == p["order_probability"]["probability"], row
     if output == "parquet":
         assert cli_runs.parquet_metadata[b"model_version"] == str(version).encode()
         assert parse_as_of(cli_runs.parquet_metadata[b"as_of"].decode()) == parse_as_of(as_of)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,18 @@ async def test_predictions_equal_the_onnx_models_run_on_offline_features(
         clv, churn = float(ref.clv[i]), float(ref.churn_probability[i])
         assert p["customer_id"] == matrix.customer_ids[i]
         assert p["clv"]["value"] == round(clv, 2), p
+        assert p["clv"]["p10"] == round(float(ref.clv_p10[i]), 2), p
+        assert p["clv"]["p50"] == round(float(ref.clv_p50[i]), 2), p
+        assert p["clv"]["p90"] == round(float(ref.clv_p90[i]), 2), p
+        assert p["clv"]["p10"] <= p["clv"]["p50"] <= p["clv"]["p90"], p
+        assert p["expected_orders"] == {
+            "value": round(float(ref.expected_orders[i]), 4),
+            "horizon_days": manifest.clv_horizon_days,
+        }, p
+        assert p["order_probability"] == {
+            "probability": round(float(ref.order_probability[i]), 6),
+            "days": manifest.propensity_days,
+        }, p
         assert p["churn"]["probability"] == round(churn, 6), p
         # From the unrounded values, not the product of the rounded ones.
         assert p["expected_value_at_risk"] == round(clv * churn, 2), p
@@ -102,7 +115,12 @@ async def test_prediction_document_shape(
     assert p["customer_id"] == customer
     assert parse_as_of(p["as_of"]) == parse_as_of(AS_OF)
     assert p["model_version"] == manifest.version == current_version(model_dir)
-    assert set(p["clv"]) == {"value", "currency", "horizon_days"}
+    assert set(p["clv"]) == {"value", "currency", "horizon_days", "p10", "p50", "p90"}
+    assert set(p["expected_orders"]) == {"value", "horizon_days"}
+    assert p["expected_orders"]["horizon_days"] == manifest.clv_horizon_days
+    assert set(p["order_probability"]) == {"probability", "days"}
+    assert p["order_probability"]["days"] == manifest.propensity_days == 30
+    assert 0 <= p["order_probability"]["probability"] <= 1
     assert p["clv"]["currency"] == demo_settings.currency == "USD"
     assert p["clv"]["horizon_days"] == manifest.clv_horizon_days == 180
     assert set(p["churn"]) == {"probability", "horizon_days"}
@@ -384,3 +402,73 @@ async def test_the_manifest_post_processing_is_applied(
         assert p["clv"]["value"] == round(float(ref.clv[i]), 2)
         assert p["churn"]["probability"] == round(float(ref.churn_probability[i]), 6)
     assert not np.allclose(ref.churn_probability, plain.churn_probability, atol=1e-3)
+
+
+async def test_an_older_manifest_serves_without_intervals_orders_and_propensity(
+    demo_settings: Settings, private_models: Path
+) -> None:
+    """A model from before issue 11 (no intervals, no orders/propensity files) still serves:
+    the CLV and churn are the same, the new fields are left out, and `clv score` leaves them empty."""
+    current = read_manifest(private_models / str(current_version(private_models)))
+    files = {
+        k: v
+        for k, v in current.files.items()
+        if not k.startswith(("orders", "propensity", "combined"))
+    }
+    old = add_version(
+        private_models,
+        "before-issue-11",
+        files=files,
+        clv_intervals={},
+        propensity_days=None,
+        eligibility={},
+    )
+    for name in (
+        "orders.onnx",
+        "propensity.onnx",
+        "orders.xgb.json",
+        "propensity.xgb.json",
+        "all.onnx",
+    ):
+        (old / name).unlink()
+    # The manifest as an older release wrote it: without the new keys at all.
+    raw = json.loads((old / "manifest.json").read_text())
+    for key in ("clv_intervals", "propensity_days", "eligibility"):
+        raw.pop(key)
+    raw["parity"].pop("extra")
+    (old / "manifest.json").write_text(json.dumps(raw))
+    promote(private_models, "before-issue-11")
+    matrix = offline_matrix(demo_settings, parse_as_of(AS_OF))
+    plain = reference_predictions(demo_settings.model_dir, matrix.values)
+    async with app_client(demo_settings.model_copy(update={"model_dir": private_models})) as client:
+        body = await batch(client, matrix.customer_ids[:20], AS_OF)
+    for i, result in enumerate(body["results"]):
+        p = result["prediction"]
+        assert p["model_version"] == "before-issue-11"
+        assert p["clv"]["value"] == round(float(plain.clv[i]), 2)
+        # The API omits null fields (as it does `notice` and `explanation`).
+        assert set(p["clv"]) == {"value", "currency", "horizon_days"}, p
+        assert "expected_orders" not in p, p
+        assert "order_probability" not in p, p
+
+
+def test_the_combined_graph_gives_the_four_files_numbers(
+    demo_settings: Settings, model_dir: Path
+) -> None:
+    """Small requests run the combined graph (one onnxruntime call), large ones the four files
+    side by side: the numbers are the same."""
+    from app.scoring.predictor import PARALLEL_ROWS, Predictor
+
+    directory = model_dir / str(current_version(model_dir))
+    predictor = Predictor(directory)
+    assert predictor.combined_session is not None
+    matrix = offline_matrix(demo_settings, parse_as_of(AS_OF))
+    rows = np.resize(matrix.values, (PARALLEL_ROWS + 7, matrix.values.shape[1]))
+    large = predictor.predict(rows)
+    for i in range(0, len(rows), 37):
+        small = predictor.predict(rows[i : i + 1])
+        for name in ("clv", "churn_probability", "clv_p10", "clv_p90", "expected_orders"):
+            assert getattr(small, name)[0] == pytest.approx(getattr(large, name)[i], abs=1e-9)
+        assert small.order_probability is not None
+        assert large.order_probability is not None
+        assert small.order_probability[0] == pytest.approx(large.order_probability[i], abs=1e-9)

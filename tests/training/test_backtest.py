@@ -309,3 +309,49 @@ def test_recency_heuristic_zeroes_lapsed_customers_and_ranks_overdue_ones_first(
     assert scores.clv[2] == 0.0
     assert scores.clv[0] == pytest.approx(1000 / 200 * 90)
     assert scores.churn_score[0] > scores.churn_score[1]
+
+
+def test_interval_orders_and_propensity_metrics_at_every_origin(
+    backtest_db: tuple[str, Engine], result: dict[str, Any]
+) -> None:
+    """Issue 11: coverage of the 80 % CLV interval (overall = the deciles' weighted mean, with
+    the two tails), orders MAE/bias and propensity AUC/Brier beside BG/NBD's."""
+    engine = backtest_db[1]
+    assert result["options"]["propensity_days"] == 30
+    for entry in result["origins"]:
+        origin = dt.datetime.fromisoformat(entry["origin"])
+        with engine.connect() as connection:
+            orders = connection.execute(
+                text(
+                    "SELECT count(*) FROM events WHERE type = 'order' AND occurred_at > :o"
+                    " AND occurred_at <= :e"
+                    " AND customer_id IN (SELECT customer_id FROM events WHERE occurred_at <= :o)"
+                ),
+                {"o": origin, "e": origin + dt.timedelta(days=90)},
+            ).scalar_one()
+        assert entry["actual_orders"] == orders
+        assert 0 < entry["propensity_rate"] < 1
+        model = entry["methods"]["model"]
+        coverage = model["coverage_80"]
+        assert coverage + model["below_p10"] + model["above_p90"] == pytest.approx(1.0)
+        deciles = model["coverage_by_decile"]
+        assert [d["decile"] for d in deciles] == list(range(1, 11))
+        assert sum(d["customers"] for d in deciles) == entry["customers"]
+        weighted = sum(d["coverage"] * d["customers"] for d in deciles) / entry["customers"]
+        assert weighted == pytest.approx(coverage)
+        # Calibrated out of time: the upper tail is near its nominal 10 % on the synthetic shop.
+        assert model["above_p90"] < 0.25
+        assert model["orders_mae"] > 0
+        assert model["orders_bias"] > 0
+        assert model["propensity_auc"] > 0.6
+        assert 0 < model["propensity_brier"] < 0.25
+        bg = entry["methods"]["bg_nbd_gamma_gamma"]
+        if bg["status"] == "ok":
+            assert bg["orders_mae"] > 0
+            assert bg["propensity_auc"] > 0.5
+            assert bg["coverage_80"] is None  # BG/NBD gives no interval
+    verdict = result["verdict"]
+    assert verdict["coverage_within_bar_everywhere"] == (not verdict["coverage_misses"])
+    text_out = backtest.text_table(result)
+    assert "80 % CLV interval: coverage" in text_out
+    assert "orders MAE" in text_out

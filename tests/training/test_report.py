@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import warnings
 from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,18 @@ from app.training.report import PALETTE, EvaluatedModel, render_report, write_re
 
 NASTY = 'XGBoost <b>"this"</b> & co'
 CHART_SECTIONS = ("gain", "deciles", "churn", "importance")
+ALL_SECTIONS = (
+    "data",
+    "metrics",
+    "out-of-time",
+    "challengers",
+    "gain",
+    "deciles",
+    "churn",
+    "coverage",
+    "importance",
+    "ranges",
+)
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[EvaluatedModel]]:
@@ -143,7 +157,7 @@ def test_one_self_contained_document(page: str) -> None:
     assert '<meta charset="utf-8">' in page
     assert "<script" not in page.lower()
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
-    assert "url(" not in page
+    assert not re.search(r"url\((?!#)", page)  # only references inside the page
     assert "@import" not in page
     assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', page))
 
@@ -237,11 +251,11 @@ def test_legends_show_gini_and_auc(
 def test_each_model_keeps_its_colour(page: str) -> None:
     gain, deciles = section(page, "gain"), section(page, "deciles")
     for i in range(3):
-        assert f'stroke="{PALETTE[i]}"' in gain
+        assert f"stroke: {PALETTE[i]}" in gain
     panels = deciles.split("<svg")[1:]
     for i, panel in enumerate(panels):
-        assert f'fill="{PALETTE[i]}"' in panel
-        assert all(f'fill="{PALETTE[j]}"' not in panel for j in range(3) if j != i)
+        assert f"fill: {PALETTE[i]}" in panel
+        assert all(f"fill: {PALETTE[j]}" not in panel for j in range(3) if j != i)
     assert f'<span class="swatch" style="background:{PALETTE[1]}">' in page
 
 
@@ -330,8 +344,9 @@ def test_million_customers_give_a_small_page() -> None:
     clv, churn, models = synthetic(1_000_000, seed=5)
     page = render(clv, churn, models[:2])
     assert len(page.encode("utf-8")) < 300_000
-    for points in re.findall(r'points="([^"]*)"', page):
-        assert len(points.split()) <= 200
+    # Curves are summaries: no path grows with the number of customers.
+    for path in re.findall(r' d="([^"]*)"', page):
+        assert path.count(" L ") <= 250
 
 
 def test_write_report_writes_utf8(
@@ -352,3 +367,76 @@ def test_write_report_writes_utf8(
     write_report(target, **kwargs)
     assert target.read_text(encoding="utf-8") == render_report(**kwargs)
     assert "Modèle – €".encode() in target.read_bytes()
+
+
+def card_manifest(**changes: Any) -> SimpleNamespace:
+    """The manifest fields the model card reads (a real Manifest has many more)."""
+    base: dict[str, Any] = {
+        "eligibility": {"customers_with_orders": 1234, "minimums": {"customers": 200}},
+        "metrics": {"model": {"gini": 0.71, "auc": 0.8}, "spend_rate": {"gini": 0.5}},
+        "metrics_out_of_time": {
+            "model": {"gini": 0.69, "auc": 0.79},
+            "linear": {"gini": 0.6123, "auc": 0.7711},
+        },
+        "cutoffs": {"clv": [dt.datetime(2026, 1, 31, tzinfo=dt.UTC)]},
+        "validation": {"clv_gap_days": 365, "churn_gap_days": 90},
+        "training": {
+            "families": {"clv": "xgboost", "churn": "logistic"},
+            "challengers": {
+                "linear": {
+                    "models": {"clv": "ridge", "churn": "logistic"},
+                    "parity": {"passed": True, "clv_max_rel_diff": 1e-6, "churn_max_abs_diff": 0.0},
+                }
+            },
+        },
+        "clv_intervals": {
+            "method": "conformal",
+            "coverage_80": 0.8123,
+            "coverage_by_decile": [0.8] * 10,
+        },
+        "feature_ranges": {"recency_days": [0.0, 540.0], "net_revenue": [-12.5, 98765.0]},
+    }
+    return SimpleNamespace(**{**base, **changes})
+
+
+def test_model_card_sections_from_the_manifest(
+    data: tuple[np.ndarray, np.ndarray, list[EvaluatedModel]],
+) -> None:
+    page = render(*data, manifest=card_manifest())
+    for anchor in ALL_SECTIONS:
+        section(page, anchor)
+    assert "customers_with_orders" in section(page, "data")
+    side = section(page, "out-of-time")
+    assert "0.612" in side  # the challenger's out-of-time Gini
+    assert "0.710" in side  # in time and out of time side by side
+    assert "0.690" in side
+    assert "2026-01-31" in side
+    challengers = section(page, "challengers")
+    assert "<strong>logistic</strong>" in challengers
+    assert "passed" in challengers
+    coverage = section(page, "coverage")
+    assert "81.2%" in coverage
+    assert "<svg" in coverage
+    ranges = section(page, "ranges")
+    assert "net_revenue" in ranges
+    assert "98,765" in ranges
+    assert "total_gain" in section(page, "importance")  # the importance type is stated
+
+
+def test_missing_manifest_parts_are_said_not_available(
+    data: tuple[np.ndarray, np.ndarray, list[EvaluatedModel]],
+) -> None:
+    page = render(*data, manifest=card_manifest(clv_intervals={}, feature_ranges={}, training={}))
+    assert "not available" in section(page, "coverage")
+    assert "<svg" not in section(page, "coverage")
+    assert "n/a: no training ranges" in section(page, "ranges")
+    assert "No challengers trained" in section(page, "challengers")
+
+
+def test_same_inputs_give_the_same_bytes(
+    data: tuple[np.ndarray, np.ndarray, list[EvaluatedModel]], page: str
+) -> None:
+    assert render(*data) == page
+    # Every inline SVG has its own ids: no two figures share a clip path or a glyph id.
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))

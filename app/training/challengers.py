@@ -1,0 +1,405 @@
+"""Challengers from the seed articles: linear (ridge + logistic) and MLP models, ONNX-exported.
+
+Each family is a scikit-learn Pipeline on the same features as XGBoost: median imputation (the
+undefined gaps of single-order customers are NaN), a Yeo-Johnson PowerTransformer (revenue and
+day counts are heavy-tailed and refunds make some negative, so log1p does not fit; Yeo-Johnson
+handles both and standardises), then the estimator. The whole pipeline is converted by skl2onnx
+with the input name and output positions of the XGBoost graphs (app.scoring.onnx: out[0] the
+CLV values, out[1] the [n, 2] class probabilities), so the predictor serves a challenger
+unchanged. The CLV target is divided by its mean before fitting (an MLP learns badly on
+raw currency amounts) and the graph multiplies it back, so the exported model is in currency.
+
+Champion selection is out of time: every family's fold model (older cutoffs only) is scored on
+the holdout customers at the latest cutoff, like XGBoost's `metrics_out_of_time["model"]`, and
+per target the best family there serves (app.training.train, `--challengers`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import PowerTransformer
+
+from app.scoring.onnx import INPUT_NAME, onnx_churn, onnx_clv, onnx_session
+from app.training.export import TOLERANCE
+
+#: Challenger families (each has a CLV regressor and a churn classifier) and their names per target.
+FAMILIES = ("linear", "mlp")
+MODEL_NAMES = {
+    "linear": {"clv": "ridge", "churn": "logistic"},
+    "mlp": {"clv": "mlp", "churn": "mlp"},
+}
+TITLES = {"linear": "Ridge + logistic regression", "mlp": "MLP (scikit-learn)"}
+TARGET_OPSET = 15
+#: The out-of-time metric that picks the champion of each target (higher is better).
+SELECTION = {"clv": "gini", "churn": "auc"}
+#: MLPs: small, early-stopped on an internal 10 % split, seeded; enough for ~20 features.
+MLP_HIDDEN = (32, 16)
+MLP_MAX_ITER = 200
+#: MLPs fit on at most this many rows (a seeded sample): stochastic gradient epochs over every
+#: stacked row cost minutes on CDNOW's ~150k rows for no measurable gain in ranking.
+MLP_MAX_ROWS = 20_000
+
+
+def _prepare() -> list[tuple[str, Any]]:
+    return [
+        ("impute", SimpleImputer(strategy="median")),
+        ("power", PowerTransformer(method="yeo-johnson", standardize=True)),
+    ]
+
+
+def clv_pipeline(family: str, seed: int) -> Pipeline:
+    """The unfitted CLV regressor of `family`."""
+    if family == "linear":
+        model: Any = Ridge(alpha=1.0)
+    elif family == "mlp":
+        model = MLPRegressor(
+            hidden_layer_sizes=MLP_HIDDEN,
+            alpha=1e-3,
+            early_stopping=True,
+            max_iter=MLP_MAX_ITER,
+            random_state=seed,
+        )
+    else:
+        raise ValueError(f"unknown challenger family {family!r}")
+    return Pipeline([*_prepare(), ("model", model)])
+
+
+def churn_pipeline(family: str, seed: int) -> Pipeline:
+    """The unfitted churn classifier of `family`."""
+    if family == "linear":
+        model: Any = LogisticRegression(C=1.0, max_iter=2000)
+    elif family == "mlp":
+        model = MLPClassifier(
+            hidden_layer_sizes=MLP_HIDDEN,
+            alpha=1e-3,
+            early_stopping=True,
+            max_iter=MLP_MAX_ITER,
+            random_state=seed,
+        )
+    else:
+        raise ValueError(f"unknown challenger family {family!r}")
+    return Pipeline([*_prepare(), ("model", model)])
+
+
+@dataclass
+class Regressor:
+    """A fitted CLV pipeline and the target scale the graph multiplies back."""
+
+    pipeline: Pipeline
+    scale: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Native predictions on float32 inputs (what ONNX sees), in currency."""
+        x = np.asarray(features, dtype=np.float32).astype(np.float64)
+        return np.asarray(self.pipeline.predict(x), dtype=np.float64).ravel() * self.scale
+
+
+@dataclass
+class Classifier:
+    """A fitted churn pipeline."""
+
+    pipeline: Pipeline
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """P(churn) on float32 inputs (what ONNX sees)."""
+        x = np.asarray(features, dtype=np.float32).astype(np.float64)
+        return np.asarray(self.pipeline.predict_proba(x), dtype=np.float64)[:, 1]
+
+
+def _quiet_fit(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, seed: int = 0) -> Pipeline:
+    if isinstance(pipeline.named_steps["model"], MLPRegressor | MLPClassifier) and (
+        len(x) > MLP_MAX_ROWS
+    ):
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), MLP_MAX_ROWS, replace=False))
+        x, y = x[keep], y[keep]
+    with warnings.catch_warnings():
+        # A capped MLP reports non-convergence; the out-of-time metrics judge it anyway.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipeline.fit(np.asarray(x, dtype=np.float32).astype(np.float64), y)
+    return pipeline
+
+
+def fit_clv(family: str, features: np.ndarray, label: np.ndarray, seed: int) -> Regressor:
+    """Fit the CLV regressor of `family` (target divided by its mean, multiplied back)."""
+    scale = float(np.mean(np.abs(label))) or 1.0
+    return Regressor(_quiet_fit(clv_pipeline(family, seed), features, label / scale, seed), scale)
+
+
+def fit_churn(family: str, features: np.ndarray, label: np.ndarray, seed: int) -> Classifier:
+    """Fit the churn classifier of `family`."""
+    return Classifier(_quiet_fit(churn_pipeline(family, seed), features, label.astype(int), seed))
+
+
+def _sorted_opsets(model: onnx.ModelProto) -> None:
+    # Same reason as app.training.export.to_onnx: a fixed order gives the same bytes every run.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
+
+
+def _initial_types(n_features: int) -> list[tuple[str, FloatTensorType]]:
+    return [(INPUT_NAME, FloatTensorType([None, n_features]))]
+
+
+def clv_to_onnx(model: Regressor, n_features: int, path: Path) -> None:
+    """Export the regressor with the target scale multiplied back inside the graph."""
+    graph_model = convert_sklearn(
+        model.pipeline,
+        name=path.stem,
+        initial_types=_initial_types(n_features),
+        target_opset=TARGET_OPSET,
+    )
+    graph = graph_model.graph
+    output = graph.output[0].name
+    unscaled = f"{output}_unscaled"
+    for node in graph.node:
+        node.output[:] = [unscaled if o == output else o for o in node.output]
+    graph.initializer.append(
+        numpy_helper.from_array(np.array([model.scale], dtype=np.float32), "clv_target_scale")
+    )
+    graph.node.append(
+        helper.make_node("Mul", [unscaled, "clv_target_scale"], [output], name="clv_rescale")
+    )
+    _sorted_opsets(graph_model)
+    path.write_bytes(graph_model.SerializeToString())
+
+
+def churn_to_onnx(model: Classifier, n_features: int, path: Path) -> None:
+    """Export the classifier: out[0] labels, out[1] an [n, 2] probability tensor (no ZipMap)."""
+    graph_model = convert_sklearn(
+        model.pipeline,
+        name=path.stem,
+        initial_types=_initial_types(n_features),
+        target_opset=TARGET_OPSET,
+        options={id(model.pipeline): {"zipmap": False}},
+    )
+    _sorted_opsets(graph_model)
+    path.write_bytes(graph_model.SerializeToString())
+
+
+def parity(
+    clv: Regressor, churn: Classifier, clv_path: Path, churn_path: Path, features: np.ndarray
+) -> dict[str, Any]:
+    """Native vs ONNX with app.training.export's tolerance logic; `passed` False beyond it."""
+    native_clv, native_churn = clv.predict(features), churn.predict(features)
+    onnx_clv_values = onnx_clv(onnx_session(clv_path), features)
+    onnx_churn_values = onnx_churn(onnx_session(churn_path), features)
+    clv_abs = np.abs(onnx_clv_values - native_clv)
+    clv_rel = clv_abs / np.maximum(np.abs(native_clv), 1e-9)
+    churn_abs = np.abs(onnx_churn_values - native_churn)
+    clv_ok = bool(np.all((clv_rel <= TOLERANCE["clv_rel"]) | (clv_abs <= TOLERANCE["clv_abs"])))
+    churn_ok = bool(np.all(churn_abs <= TOLERANCE["churn_abs"]))
+    return {
+        "rows": len(features),
+        "clv_max_abs_diff": float(clv_abs.max(initial=0.0)),
+        "clv_max_rel_diff": float(clv_rel.max(initial=0.0)),
+        "churn_max_abs_diff": float(churn_abs.max(initial=0.0)),
+        "tolerance": TOLERANCE,
+        "passed": clv_ok and churn_ok,
+    }
+
+
+def file_names(family: str) -> dict[str, str]:
+    """The artifact files of one challenger family."""
+    return {"clv": f"clv_{family}.onnx", "churn": f"churn_{family}.onnx"}
+
+
+@dataclass
+class Challenger:
+    """One family trained like XGBoost: fold model judged out of time, final refit exported."""
+
+    family: str
+    files: dict[str, str]
+    parity: dict[str, Any]
+    fold_holdout: dict[str, np.ndarray]  # fold-model predictions on the holdout rows
+    metrics_out_of_time: dict[str, float] = field(default_factory=dict)
+    #: CLV p10/p50/p90 calibrated on this family's own out-of-time predictions (served if it wins).
+    clv_intervals: dict[str, Any] = field(default_factory=dict)
+
+
+def serve_clv(raw: np.ndarray) -> np.ndarray:
+    """Challenger CLV as served: no negative revenue (a ridge can go below zero)."""
+    return np.asarray(np.maximum(raw, 0.0), dtype=np.float64)
+
+
+def train_family(
+    family: str,
+    clv_split: Any,
+    churn_split: Any,
+    seed: int,
+    directory: Path,
+) -> Challenger:
+    """Fold fit -> holdout predictions; refit on every training row -> ONNX + parity."""
+    n_features = clv_split.train.features.shape[1]
+    fold_clv = fit_clv(family, clv_split.fold.features, clv_split.fold.label, seed)
+    fold_churn = fit_churn(family, churn_split.fold.features, churn_split.fold.label, seed)
+    final_clv = fit_clv(family, clv_split.train.features, clv_split.train.label, seed)
+    final_churn = fit_churn(family, churn_split.train.features, churn_split.train.label, seed)
+    files = file_names(family)
+    clv_to_onnx(final_clv, n_features, directory / files["clv"])
+    churn_to_onnx(final_churn, n_features, directory / files["churn"])
+    checked = parity(
+        final_clv,
+        final_churn,
+        directory / files["clv"],
+        directory / files["churn"],
+        np.vstack([clv_split.holdout.features, churn_split.holdout.features]),
+    )
+    from app.training.calibration import fit_intervals
+
+    return Challenger(
+        family=family,
+        files=files,
+        parity=checked,
+        clv_intervals=fit_intervals(
+            serve_clv(fold_clv.predict(clv_split.validation.features)),
+            clv_split.validation.label,
+            clv_split.gap_days,
+        ),
+        fold_holdout={
+            "clv": serve_clv(fold_clv.predict(clv_split.holdout.features)),
+            "churn": fold_churn.predict(churn_split.holdout.features),
+        },
+    )
+
+
+def choose_champions(out_of_time: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Per target, the family with the best out-of-time SELECTION metric ("xgboost" wins ties).
+
+    `out_of_time` maps a family ("xgboost", "linear", "mlp") to its out-of-time metrics.
+    """
+    champions: dict[str, str] = {}
+    for target, metric in SELECTION.items():
+        best, best_value = "xgboost", out_of_time.get("xgboost", {}).get(metric, -np.inf)
+        for family in FAMILIES:
+            value = out_of_time.get(family, {}).get(metric)
+            if value is not None and np.isfinite(value) and value > best_value:
+                best, best_value = family, value
+        champions[target] = best
+    return champions
+
+
+@dataclass
+class Outcome:
+    """What the challengers decided for one artifact."""
+
+    challengers: list[Challenger]
+    champions: dict[str, str]  # target -> family ("xgboost", "linear", "mlp")
+
+    def manifest_block(self) -> dict[str, Any]:
+        """manifest.training["challengers"]: files, parity and out-of-time metrics per family."""
+        return {
+            c.family: {
+                "files": c.files,
+                "models": MODEL_NAMES[c.family],
+                "parity": c.parity,
+                "metrics_out_of_time": c.metrics_out_of_time,
+            }
+            for c in self.challengers
+        }
+
+    def families(self) -> dict[str, str]:
+        """manifest.training["families"]: the model family serving each target."""
+        return {
+            target: "xgboost" if family == "xgboost" else MODEL_NAMES[family][target]
+            for target, family in self.champions.items()
+        }
+
+
+def run(
+    directory: Path,
+    clv_split: Any,
+    churn_split: Any,
+    seed: int,
+    xgboost_out_of_time: dict[str, float],
+    score: Any,
+    say: Any,
+) -> Outcome:
+    """Train every family, judge it out of time with `score`, pick the champion per target.
+
+    A family whose ONNX graph fails the parity check is reported and never chosen.
+    """
+    trained: list[Challenger] = []
+    candidates: dict[str, dict[str, float]] = {"xgboost": xgboost_out_of_time}
+    for family in FAMILIES:
+        challenger = train_family(family, clv_split, churn_split, seed, directory)
+        challenger.metrics_out_of_time = score(
+            clv_split.holdout.label,
+            churn_split.holdout.label,
+            challenger.fold_holdout["clv"],
+            challenger.fold_holdout["churn"],
+        )
+        trained.append(challenger)
+        p = challenger.parity
+        say(
+            f"challenger {TITLES[family]}: out of time gini "
+            f"{challenger.metrics_out_of_time.get('gini', float('nan')):.4f}, auc "
+            f"{challenger.metrics_out_of_time.get('auc', float('nan')):.4f}; ONNX parity "
+            f"{'ok' if p['passed'] else 'FAILED (never served)'}"
+        )
+        if p["passed"]:
+            candidates[family] = challenger.metrics_out_of_time
+    return Outcome(trained, choose_champions(candidates))
+
+
+#: Metric keys of the churn side of evaluate.score (the others are CLV metrics).
+CHURN_KEYS = frozenset({"auc", "brier", "logloss"})
+
+
+def serve_champions(outcome: Outcome, directory: Path, manifest: Any) -> None:
+    """Copy each winning challenger's graph over the served file, with neutral post-processing.
+
+    The XGBoost graphs stay the served files unless a challenger won out of time. A challenger
+    is served as exported: CLV scale 1 (its target scale is inside the graph) and no Platt
+    calibration (both challenger classifiers output probabilities fitted by log loss).
+    """
+    from app.artifacts import CHURN_ONNX, CLV_ONNX, Calibration
+
+    by_family = {c.family: c for c in outcome.challengers}
+    for target, served in (("clv", CLV_ONNX), ("churn", CHURN_ONNX)):
+        family = outcome.champions[target]
+        if family == "xgboost":
+            continue
+        (directory / served).write_bytes((directory / by_family[family].files[target]).read_bytes())
+        # A combined graph built from the old files would still serve them: drop it (train
+        # builds it after this, from the files that now serve).
+        manifest.files.pop("combined_onnx", None)
+        if target == "clv":
+            manifest.training["clv_scale"] = 1.0
+            # XGBoost's intervals were calibrated on XGBoost's errors: use the winner's own.
+            manifest.clv_intervals = by_family[family].clv_intervals
+        else:
+            manifest.churn_calibration = Calibration(method="none")
+    manifest.training["families"] = outcome.families()
+    manifest.training["challengers"] = outcome.manifest_block()
+
+
+def record_out_of_time(outcome: Outcome, manifest: Any) -> None:
+    """Challenger rows in metrics_out_of_time; the `model` row takes the champions' metrics."""
+    by_family = {c.family: c for c in outcome.challengers}
+    for challenger in outcome.challengers:
+        manifest.metrics_out_of_time[challenger.family] = challenger.metrics_out_of_time
+    model = dict(manifest.metrics_out_of_time.get("model", {}))
+    manifest.metrics_out_of_time["xgboost"] = dict(model)
+    for target, family in outcome.champions.items():
+        if family == "xgboost":
+            continue
+        for key, value in by_family[family].metrics_out_of_time.items():
+            if (key in CHURN_KEYS) == (target == "churn"):
+                model[key] = value
+    manifest.metrics_out_of_time["model"] = model
