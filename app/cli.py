@@ -594,14 +594,7 @@ def reproduce(
         raise typer.Exit(code=1)
 
 
-keys_cli = typer.Typer(
-    help="API keys: create (shown once), list, revoke.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    context_settings=HELP_SETTINGS,
-)
-
-
+@cli.command()
 def rescore(
     as_of: Annotated[
         str, typer.Option("--as-of", help="Score as of T (YYYY-MM-DD = end of day). Default: now.")
@@ -768,7 +761,12 @@ def plan(
     )
 
 
-keys_cli = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+keys_cli = typer.Typer(
+    help="API keys: create (shown once), list, revoke.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings=HELP_SETTINGS,
+)
 cli.add_typer(keys_cli, name="keys")
 
 

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app import __version__
 from app.config import Settings
 from app.db import async_url
+from app.errors import is_database_unavailable
 from app.webhooks import repository, ssrf
 from app.webhooks.signing import signature_header
 
@@ -236,8 +237,12 @@ class Deliverer:
                 busy = await self.step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("webhook deliverer step failed; retrying")
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    # An outage is not an internal error: the loop retries once it is back.
+                    logger.warning("webhook deliverer: database unavailable (%s); retrying", exc)
+                else:
+                    logger.exception("webhook deliverer step failed; retrying")
                 busy = False
             if not busy or 2 * len(self.in_flight) >= self.settings.webhooks_concurrency:
                 await _wait(stop, self.settings.webhooks_poll_seconds, self.in_flight)
