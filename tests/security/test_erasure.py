@@ -126,7 +126,13 @@ async def test_erasure_leaves_no_row_about_the_customer_in_any_table(
     }
     assert _rows_about(engine, pk, target) == {}
     bystander_rows = _rows_about(engine, bystander_pk, bystander)
-    assert bystander_rows == {"customers": 1, "events": len(kept), "scores": 1}
+    kept_days = len({e["occurred_at"][:10] for e in kept})  # one rollup row per active UTC day
+    assert bystander_rows == {
+        "customers": 1,
+        "events": len(kept),
+        "daily_rollups": kept_days,
+        "scores": 1,
+    }
     engine.dispose()
 
     # Final: the customer is unknown everywhere, and a new event starts a new, empty history.
