@@ -37,6 +37,7 @@ def to_onnx(booster: xgb.Booster, n_features: int, path: Path) -> None:
         initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
     )
+    _fix_binary_base_value(booster, model)
     # onnxmltools lists the opset imports in set order, which varies with Python's string hash
     # seed from run to run: sort them so the same booster always gives the same bytes.
     imports = sorted((o.domain, o.version) for o in model.opset_import)
@@ -170,3 +171,33 @@ def check_combined(paths: dict[str, Path], combined: Path, features: np.ndarray)
         mine = mine[:, 1] if index else mine.ravel()
         worst = max(worst, float(np.abs(mine - alone).max(initial=0.0)))
     return worst
+
+
+def _fix_binary_base_value(booster: xgb.Booster, model: object) -> None:
+    """Give a binary:logistic graph the intercept as a margin, logit(base_score).
+
+    onnxmltools (1.15, XGBConverter) copies base_score untransformed when the first tree is a
+    single leaf of value 0, as it is for a classifier that learnt nothing past its intercept: the
+    graph then answered sigmoid(base_score) (0.52 for 0.09) where XGBoost answers base_score.
+    Found by the parity gate on a small demo shop (container test); fixed here, not by retraining.
+    """
+    import json
+
+    config = json.loads(booster.save_config())
+    learner = config["learner"]
+    if learner["objective"]["name"] != "binary:logistic":
+        return
+    base_score = float(str(learner["learner_model_param"]["base_score"]).strip("[]"))
+    if base_score in (0.0, 1.0):
+        return
+    margin = float(-np.log(1.0 / np.float32(base_score) - 1.0))
+    for node in model.graph.node:  # type: ignore[attr-defined]
+        if node.op_type != "TreeEnsembleClassifier":
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "base_values" and len(attribute.floats) == 1:
+                value = attribute.floats[0]
+                if np.isclose(value, base_score, rtol=0, atol=1e-7) and not np.isclose(
+                    value, margin, rtol=0, atol=1e-7
+                ):
+                    attribute.floats[0] = margin
