@@ -52,20 +52,25 @@ def labels(frame: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, np.nda
     return spend.to_numpy(dtype=float), (bought.to_numpy() == 0).astype(float)
 
 
-def bg_nbd_baseline(frame: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, np.ndarray, str]:
-    """PROTOCOL.md's baseline: fitted on the calibration period of ALL customers, daily aggregation."""
+def bg_nbd_baseline(
+    frame: pd.DataFrame,
+    customers: pd.Index,
+    end: pd.Timestamp = CALIBRATION_END,
+    horizon: int = HORIZON,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """PROTOCOL.md's baseline: BG/NBD + Gamma-Gamma (no penalizer) fitted on ALL customers' lines up
+    to `end`, daily aggregation; (CLV over `horizon` days, churn score, fitted parameters)."""
     from lifetimes import BetaGeoFitter, GammaGammaFitter
     from lifetimes.utils import summary_data_from_transaction_data
 
-    calibration = frame[frame["date"] <= CALIBRATION_END]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         summary = summary_data_from_transaction_data(
-            calibration,
+            frame[frame["date"] <= end],
             "customer_id",
             "date",
             monetary_value_col="dollar_value",
-            observation_period_end=CALIBRATION_END,
+            observation_period_end=end,
             freq="D",
         )
         bgf = BetaGeoFitter(penalizer_coef=0.0).fit(
@@ -76,7 +81,7 @@ def bg_nbd_baseline(frame: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarra
             summary.loc[repeat, "frequency"], summary.loc[repeat, "monetary_value"]
         )
         purchases = bgf.conditional_expected_number_of_purchases_up_to_time(
-            HORIZON, summary["frequency"], summary["recency"], summary["T"]
+            horizon, summary["frequency"], summary["recency"], summary["T"]
         )
         spend = ggf.conditional_expected_average_profit(
             summary["frequency"], summary["monetary_value"]

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,7 @@ import pandas as pd
 from app.artifacts import current_directory
 from app.config import ROOT_DIR
 from app.training.metrics import churn_metrics, clv_metrics
-from bench.cdnow_accuracy import load_file
+from bench.cdnow_accuracy import bg_nbd_baseline, load_file
 from bench.common import fresh_database, header, run_clv, write_section
 
 ONLINE_RETAIL = ROOT_DIR.parent / "shared" / "data" / "online-retail" / "transactions.csv"
@@ -42,34 +41,8 @@ BEFORE = "| clv-service before issue 10 (da525d5) | 0.7617 | 0.4566 | 0.8046 | â
 
 def bg_nbd(frame: pd.DataFrame, customers: pd.Index) -> tuple[np.ndarray, np.ndarray]:
     """BG/NBD + GG (no penalizer) on the raw file up to AS_OF; (CLV, churn score) over HORIZON."""
-    from lifetimes import BetaGeoFitter, GammaGammaFitter
-    from lifetimes.utils import summary_data_from_transaction_data
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        summary = summary_data_from_transaction_data(
-            frame[frame["date"] <= AS_OF],
-            "customer_id",
-            "date",
-            monetary_value_col="dollar_value",
-            observation_period_end=AS_OF,
-            freq="D",
-        )
-        bgf = BetaGeoFitter(penalizer_coef=0.0).fit(
-            summary["frequency"], summary["recency"], summary["T"]
-        )
-        repeat = (summary["frequency"] > 0) & (summary["monetary_value"] > 0)
-        ggf = GammaGammaFitter(penalizer_coef=0.0).fit(
-            summary.loc[repeat, "frequency"], summary.loc[repeat, "monetary_value"]
-        )
-        purchases = bgf.conditional_expected_number_of_purchases_up_to_time(
-            HORIZON, summary["frequency"], summary["recency"], summary["T"]
-        )
-        spend = ggf.conditional_expected_average_profit(
-            summary["frequency"], summary["monetary_value"]
-        )
-    clv = (purchases * spend).reindex(customers).to_numpy(dtype=float)
-    return clv, (-purchases).reindex(customers).to_numpy(dtype=float)
+    clv, churn_score, _ = bg_nbd_baseline(frame, customers, end=AS_OF, horizon=HORIZON)
+    return clv, churn_score
 
 
 def row(name: str, m: dict[str, float]) -> str:

@@ -33,8 +33,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import PowerTransformer
 
-from app.scoring.onnx import INPUT_NAME, onnx_churn, onnx_clv, onnx_session
-from app.training.export import TOLERANCE
+from app.scoring.onnx import INPUT_NAME
+from app.training.export import compare
 
 #: Challenger families (each has a CLV regressor and a churn classifier) and their names per target.
 FAMILIES = ("linear", "mlp")
@@ -195,23 +195,10 @@ def churn_to_onnx(model: Classifier, n_features: int, path: Path) -> None:
 def parity(
     clv: Regressor, churn: Classifier, clv_path: Path, churn_path: Path, features: np.ndarray
 ) -> dict[str, Any]:
-    """Native vs ONNX with app.training.export's tolerance logic; `passed` False beyond it."""
-    native_clv, native_churn = clv.predict(features), churn.predict(features)
-    onnx_clv_values = onnx_clv(onnx_session(clv_path), features)
-    onnx_churn_values = onnx_churn(onnx_session(churn_path), features)
-    clv_abs = np.abs(onnx_clv_values - native_clv)
-    clv_rel = clv_abs / np.maximum(np.abs(native_clv), 1e-9)
-    churn_abs = np.abs(onnx_churn_values - native_churn)
-    clv_ok = bool(np.all((clv_rel <= TOLERANCE["clv_rel"]) | (clv_abs <= TOLERANCE["clv_abs"])))
-    churn_ok = bool(np.all(churn_abs <= TOLERANCE["churn_abs"]))
-    return {
-        "rows": len(features),
-        "clv_max_abs_diff": float(clv_abs.max(initial=0.0)),
-        "clv_max_rel_diff": float(clv_rel.max(initial=0.0)),
-        "churn_max_abs_diff": float(churn_abs.max(initial=0.0)),
-        "tolerance": TOLERANCE,
-        "passed": clv_ok and churn_ok,
-    }
+    """Native vs ONNX with app.training.export's rule; `passed` False beyond its tolerance."""
+    return compare(
+        clv.predict(features), churn.predict(features), clv_path, churn_path, features
+    ).model_dump()
 
 
 def file_names(family: str) -> dict[str, str]:

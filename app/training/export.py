@@ -57,22 +57,39 @@ def check_parity(
     clv: xgb.Booster, churn: xgb.Booster, clv_path: Path, churn_path: Path, features: np.ndarray
 ) -> Parity:
     """Compare native and ONNX predictions on `features`; `passed` is False beyond TOLERANCE."""
-    native_clv, native_churn = native_predict(clv, features), native_predict(churn, features)
-    onnx_clv_values = onnx_clv(onnx_session(clv_path), features)
-    onnx_churn_values = onnx_churn(onnx_session(churn_path), features)
-    clv_abs = np.abs(onnx_clv_values - native_clv)
+    return compare(
+        native_predict(clv, features),
+        native_predict(churn, features),
+        clv_path,
+        churn_path,
+        features,
+    )
+
+
+def compare(
+    native_clv: np.ndarray,
+    native_churn: np.ndarray,
+    clv_path: Path,
+    churn_path: Path,
+    features: np.ndarray,
+) -> Parity:
+    """The parity rule, whatever produced the native predictions (XGBoost or a challenger):
+    CLV within TOLERANCE relative or absolute, churn within its absolute tolerance."""
+    clv_abs = np.abs(onnx_clv(onnx_session(clv_path), features) - native_clv)
     clv_rel = clv_abs / np.maximum(np.abs(native_clv), 1e-9)
-    churn_abs = np.abs(onnx_churn_values - native_churn)
-    clv_ok = bool(np.all((clv_rel <= TOLERANCE["clv_rel"]) | (clv_abs <= TOLERANCE["clv_abs"])))
-    churn_ok = bool(np.all(churn_abs <= TOLERANCE["churn_abs"]))
+    churn_abs = np.abs(onnx_churn(onnx_session(churn_path), features) - native_churn)
     return Parity(
         rows=len(features),
         clv_max_abs_diff=float(clv_abs.max(initial=0.0)),
         clv_max_rel_diff=float(clv_rel.max(initial=0.0)),
         churn_max_abs_diff=float(churn_abs.max(initial=0.0)),
         tolerance=TOLERANCE,
-        passed=clv_ok and churn_ok,
+        passed=_clv_within(clv_abs, clv_rel) and bool(np.all(churn_abs <= TOLERANCE["churn_abs"])),
     )
+
+
+def _clv_within(absolute: np.ndarray, relative: np.ndarray) -> bool:
+    return bool(np.all((relative <= TOLERANCE["clv_rel"]) | (absolute <= TOLERANCE["clv_abs"])))
 
 
 def check_parity_one(
@@ -90,7 +107,7 @@ def check_parity_one(
     if target == "propensity":
         ok = bool(np.all(absolute <= TOLERANCE["churn_abs"]))
     else:
-        ok = bool(np.all((relative <= TOLERANCE["clv_rel"]) | (absolute <= TOLERANCE["clv_abs"])))
+        ok = _clv_within(absolute, relative)
     diffs = {
         "rows": float(len(features)),
         "max_abs_diff": float(absolute.max(initial=0.0)),
