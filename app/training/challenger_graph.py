@@ -98,13 +98,14 @@ def estimator_graph(
     estimator: Any, n_features: int, name: str, classifier: bool
 ) -> onnx.ModelProto:
     """The fitted estimator alone, converted by skl2onnx on a float64 input named SCALED."""
-    return convert_sklearn(
+    model: onnx.ModelProto = convert_sklearn(
         estimator,
         name=name,
         initial_types=[(SCALED, DoubleTensorType([None, n_features]))],
         target_opset=TARGET_OPSET,
         options={id(estimator): {"zipmap": False}} if classifier else None,
     )
+    return model
 
 
 def assemble(
