@@ -22,7 +22,7 @@ from app.scoring.registry import load_model
 from app.training import challengers
 from app.training import train as training
 from app.training.challenger_graph import signed_expm1
-from app.training.train import TrainResult
+from app.training.options import TrainResult
 from tests.conftest import app_client
 from tests.factories import event
 from tests.scoring.support import assert_problem
