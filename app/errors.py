@@ -416,6 +416,24 @@ PROBLEM_EXAMPLES: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    "explanation-unavailable": {
+        "type": PROBLEM_BASE + "explanation-unavailable",
+        "title": "No exact explanation for this model",
+        "status": 422,
+        "detail": "the served model (clv by mlp) has no exact per-feature explanation: only "
+        "XGBoost (TreeSHAP) and linear models (coefficient x standardised input) do; ask without "
+        "explain=true",
+        "errors": [
+            {
+                "field": "explain",
+                "pointer": "#query/explain",
+                "message": "the served model (clv by mlp) has no exact per-feature explanation: "
+                "only XGBoost (TreeSHAP) and linear models (coefficient x standardised input) do; "
+                "ask without explain=true",
+                "code": "unavailable",
+            }
+        ],
+    },
     "invalid-cursor": {
         "type": PROBLEM_BASE + "validation",
         "title": "Request validation failed",

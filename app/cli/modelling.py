@@ -281,10 +281,12 @@ def reproduce(
     finally:
         engine.dispose()
     typer.echo(f"retrained {directory} with {report.options}")
+    width = max((len(check.name) for check in report.files), default=11)
     for check in report.files:
         state = "identical" if check.identical else "DIFFERENT"
         typer.echo(
-            f"  {check.name:<11} {state:<9} original {check.expected[:16]}  retrained {check.actual[:16]}"
+            f"  {check.name:<{width}} {state:<9} original {check.expected[:16]}  "
+            f"retrained {check.actual[:16]}"
         )
     if report.data_same is None:
         typer.echo("  data: not recorded in the manifest")
@@ -296,13 +298,23 @@ def reproduce(
         typer.echo(
             f"  predictions for {report.rows_compared:,} customers: max |CLV diff| "
             f"{report.max_clv_diff:.3g}, max |churn diff| {report.max_churn_diff:.3g}"
+            + (
+                f", max |orders diff| {report.max_orders_diff:.3g}"
+                if report.max_orders_diff is not None
+                else ""
+            )
+            + (
+                f", max |order probability diff| {report.max_propensity_diff:.3g}"
+                if report.max_propensity_diff is not None
+                else ""
+            )
         )
     for line in report.notes + [f"ignored option {o}" for o in report.ignored_options]:
         typer.echo(f"  {line}")
     if report.identical:
-        typer.echo("reproduced: bit-identical clv.onnx and churn.onnx")
+        typer.echo(report.summary())
     elif report.matches(tolerance):
-        typer.echo(f"reproduced within {tolerance}: bytes differ, every prediction agrees")
+        typer.echo(f"reproduced within {tolerance}: {report.summary()}; every prediction agrees")
     else:
-        typer.echo("NOT reproduced: the retrained model differs")
+        typer.echo(f"NOT reproduced: {report.summary()}")
         raise typer.Exit(code=1)

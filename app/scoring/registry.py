@@ -21,7 +21,13 @@ from app.artifacts import CHURN_NATIVE, CLV_NATIVE, Manifest, current_directory,
 from app.errors import AppError
 from app.features.definitions import FEATURE_NAMES
 from app.scoring.evidence import TrainingRanges
-from app.scoring.explain import load_booster
+from app.scoring.explain import (
+    Explanation,
+    ExplanationUnavailable,
+    LinearExplainer,
+    explain,
+    load_booster,
+)
 from app.scoring.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -52,6 +58,36 @@ class LoadedModel:
     @cached_property
     def churn_booster(self) -> xgb.Booster:
         return load_booster(self.directory / CHURN_NATIVE)
+
+    @cached_property
+    def linear_explainers(self) -> dict[str, LinearExplainer]:
+        """Explainers of the targets a linear challenger serves (docs/challengers.md)."""
+        files = self.manifest.files
+        return {
+            target: LinearExplainer.load(self.directory / files[f"{target}_explain"])
+            for target in ("clv", "churn")
+            if f"{target}_explain" in files
+        }
+
+    def check_explainable(self) -> None:
+        """Raise ExplanationUnavailable when a served target has no exact explanation."""
+        families = self.manifest.training.get("families", {})
+        files = self.manifest.files
+        unexplained = {
+            target: family
+            for target, family in families.items()
+            if family != "xgboost" and f"{target}_explain" not in files
+        }
+        if unexplained:
+            raise ExplanationUnavailable(unexplained)
+
+    def explain(self, target: str, rows: np.ndarray) -> list[Explanation]:
+        """Exact explanations of the model serving `target` ("clv" or "churn")."""
+        self.check_explainable()
+        linear = self.linear_explainers.get(target)
+        if linear is not None:
+            return linear.explain(rows)
+        return explain(self.clv_booster if target == "clv" else self.churn_booster, rows)
 
     @property
     def manifest(self) -> Manifest:

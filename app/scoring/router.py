@@ -61,7 +61,7 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
             422,
             503,
             examples={
-                422: ("invalid-customer-id", "invalid-as-of"),
+                422: ("invalid-customer-id", "invalid-as-of", "explanation-unavailable"),
                 503: ("model-unavailable", "database-unavailable"),
             },
         ),
@@ -75,7 +75,13 @@ async def get_prediction(
     settings: SettingsDep,
     model: ModelDep,
     as_of: AsOfQuery = None,
-    explain: Annotated[bool, Query(description="Add per-feature TreeSHAP reasons.")] = False,
+    explain: Annotated[
+        bool,
+        Query(
+            description="Add exact per-feature reasons (TreeSHAP; coefficients for a linear "
+            "challenger; 422 explanation-unavailable for an MLP)."
+        ),
+    ] = False,
 ) -> Response:
     """CLV over the model's horizon, churn probability, segment and expected value at risk, from the customer's events up to `as_of` (default now)."""
     prediction = await PredictionService(session, settings, model).one(

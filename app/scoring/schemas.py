@@ -69,7 +69,8 @@ class Reason(BaseModel):
 
 
 class ModelExplanation(BaseModel):
-    """Exact TreeSHAP decomposition: base_value + sum(contributions) == raw_margin."""
+    """Exact decomposition: base_value + sum(contributions) == raw_margin (TreeSHAP for XGBoost,
+    coefficient x standardised input for a linear challenger)."""
 
     base_value: float
     raw_margin: float

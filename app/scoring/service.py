@@ -14,7 +14,7 @@ from app.errors import NotFound
 from app.features.repository import FeatureMatrix, FeatureRepository
 from app.observability import metrics
 from app.scoring.evidence import NO_HISTORY_NOTICE, prediction_bases
-from app.scoring.explain import Contribution, Explanation, churn_sentence, clv_sentence, explain
+from app.scoring.explain import Contribution, Explanation, churn_sentence, clv_sentence
 from app.scoring.lifecycle import lifecycle_stages, value_tiers
 from app.scoring.registry import LoadedModel
 from app.scoring.schemas import (
@@ -123,8 +123,8 @@ def _model_explanation(
 def explanation_for(model: LoadedModel, features: np.ndarray, currency: str) -> ExplanationOut:
     """Both models' TreeSHAP explanations of one feature vector."""
     row = features.reshape(1, -1)
-    [clv] = explain(model.clv_booster, row)
-    [churn] = explain(model.churn_booster, row)
+    [clv] = model.explain("clv", row)
+    [churn] = model.explain("churn", row)
     return ExplanationOut(
         clv=_model_explanation(clv, clv_sentence, currency),
         churn=_model_explanation(churn, churn_sentence, currency),
@@ -203,6 +203,8 @@ class PredictionService:
         self, customer_id: str, as_of: dt.datetime, with_explanation: bool = False
     ) -> PredictionOut:
         """One customer's prediction (one SQL round trip, one ONNX run per model), or NotFound."""
+        if with_explanation:
+            self.model.check_explainable()  # before any work: refused, not half answered
         with metrics.time_feature_fetch("single"):
             matrix = await self.features.for_customers([customer_id], as_of)
         if not len(matrix):

@@ -1,13 +1,15 @@
 """Challengers from the seed articles: linear (ridge + logistic) and MLP models, ONNX-exported.
 
-Each family is a scikit-learn Pipeline on the same features as XGBoost: median imputation (the
-undefined gaps of single-order customers are NaN), a Yeo-Johnson PowerTransformer (revenue and
-day counts are heavy-tailed and refunds make some negative, so log1p does not fit; Yeo-Johnson
-handles both and standardises), then the estimator. The whole pipeline is converted by skl2onnx
-with the input name and output positions of the XGBoost graphs (app.scoring.onnx: out[0] the
-CLV values, out[1] the [n, 2] class probabilities), so the predictor serves a challenger
-unchanged. The CLV target is divided by its mean before fitting (an MLP learns badly on
-raw currency amounts) and the graph multiplies it back, so the exported model is in currency.
+Each family is a scikit-learn Pipeline on the same features as XGBoost: median imputation (a
+guard: the feature definitions already give every no-order customer defined values), a signed
+log1p (revenue and day counts are heavy-tailed, refunds make some negative), standardisation,
+then the estimator. The graph (app.training.challenger_graph) computes all of it in float64 from
+the served float32 input, with the input name and output positions of the XGBoost graphs
+(app.scoring.onnx: out[0] the CLV values, out[1] the [n, 2] class probabilities), so the
+predictor serves a challenger unchanged. The CLV regressors fit signed_log1p(CLV): a linear model
+of raw heavy-tailed revenue extrapolates wildly. The graph maps the margin back to currency and
+multiplies it by a smearing factor (training total / total of the back-transformed fit), so the
+exported model is in currency and its training total matches the labels'.
 
 Champion selection is out of time: every family's fold model (older cutoffs only) is scored on
 the holdout customers at the latest cutoff, like XGBoost's `metrics_out_of_time["model"]`, and
@@ -16,24 +18,21 @@ per target the best family there serves (app.training.train, `--challengers`).
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import PowerTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from app.scoring.onnx import INPUT_NAME
+from app.training.challenger_graph import assemble, signed_expm1, signed_log1p
 from app.training.export import compare
 
 #: Challenger families (each has a CLV regressor and a churn classifier) and their names per target.
@@ -43,7 +42,6 @@ MODEL_NAMES = {
     "mlp": {"clv": "mlp", "churn": "mlp"},
 }
 TITLES = {"linear": "Ridge + logistic regression", "mlp": "MLP (scikit-learn)"}
-TARGET_OPSET = 15
 #: The out-of-time metric that picks the champion of each target (higher is better).
 SELECTION = {"clv": "gini", "churn": "auc"}
 #: MLPs: small, early-stopped on an internal 10 % split, seeded; enough for ~20 features.
@@ -56,8 +54,9 @@ MLP_MAX_ROWS = 20_000
 
 def _prepare() -> list[tuple[str, Any]]:
     return [
-        ("impute", SimpleImputer(strategy="median")),
-        ("power", PowerTransformer(method="yeo-johnson", standardize=True)),
+        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+        ("log", FunctionTransformer(signed_log1p)),
+        ("scale", StandardScaler()),
     ]
 
 
@@ -95,17 +94,25 @@ def churn_pipeline(family: str, seed: int) -> Pipeline:
     return Pipeline([*_prepare(), ("model", model)])
 
 
+def _as_served(features: np.ndarray) -> np.ndarray:
+    # The graph's input is float32 (the served contract): fit and predict on the same values.
+    return np.asarray(features, dtype=np.float32).astype(np.float64)
+
+
 @dataclass
 class Regressor:
-    """A fitted CLV pipeline and the target scale the graph multiplies back."""
+    """A fitted CLV pipeline on signed_log1p(CLV), and the smearing factor back to currency."""
 
     pipeline: Pipeline
-    scale: float
+    smear: float
+
+    def margin(self, features: np.ndarray) -> np.ndarray:
+        """The estimator's output: signed_log1p of CLV / smear."""
+        return np.asarray(self.pipeline.predict(_as_served(features)), dtype=np.float64).ravel()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Native predictions on float32 inputs (what ONNX sees), in currency."""
-        x = np.asarray(features, dtype=np.float32).astype(np.float64)
-        return np.asarray(self.pipeline.predict(x), dtype=np.float64).ravel() * self.scale
+        return self.smear * signed_expm1(self.margin(features))
 
 
 @dataclass
@@ -116,80 +123,91 @@ class Classifier:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """P(churn) on float32 inputs (what ONNX sees)."""
-        x = np.asarray(features, dtype=np.float32).astype(np.float64)
-        return np.asarray(self.pipeline.predict_proba(x), dtype=np.float64)[:, 1]
+        return np.asarray(self.pipeline.predict_proba(_as_served(features)), dtype=np.float64)[:, 1]
 
 
-def _quiet_fit(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, seed: int = 0) -> Pipeline:
+def _sample(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Any, Any]:
     if isinstance(pipeline.named_steps["model"], MLPRegressor | MLPClassifier) and (
         len(x) > MLP_MAX_ROWS
     ):
         keep = np.sort(np.random.default_rng(seed).choice(len(x), MLP_MAX_ROWS, replace=False))
-        x, y = x[keep], y[keep]
+        return x[keep], y[keep]
+    return x, y
+
+
+def _quiet_fit(pipeline: Pipeline, x: np.ndarray, y: np.ndarray) -> Pipeline:
     with warnings.catch_warnings():
         # A capped MLP reports non-convergence; the out-of-time metrics judge it anyway.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipeline.fit(np.asarray(x, dtype=np.float32).astype(np.float64), y)
+        pipeline.fit(_as_served(x), y)
     return pipeline
 
 
 def fit_clv(family: str, features: np.ndarray, label: np.ndarray, seed: int) -> Regressor:
-    """Fit the CLV regressor of `family` (target divided by its mean, multiplied back)."""
-    scale = float(np.mean(np.abs(label))) or 1.0
-    return Regressor(_quiet_fit(clv_pipeline(family, seed), features, label / scale, seed), scale)
+    """Fit the CLV regressor of `family` on signed_log1p(CLV), with the smearing factor that
+    makes the back-transformed fit's total equal the labels' total on the fitted rows."""
+    x, y = _sample(clv_pipeline(family, seed), features, np.asarray(label, np.float64), seed)
+    pipeline = _quiet_fit(clv_pipeline(family, seed), x, signed_log1p(y))
+    fitted = float(signed_expm1(pipeline.predict(_as_served(x))).sum())
+    total = float(y.sum())
+    # E[y] is not expm1(E[log1p y]): without it the back-transform under-forecasts the total.
+    smear = total / fitted if fitted > 0 and total > 0 else 1.0
+    return Regressor(pipeline, smear)
 
 
 def fit_churn(family: str, features: np.ndarray, label: np.ndarray, seed: int) -> Classifier:
     """Fit the churn classifier of `family`."""
-    return Classifier(_quiet_fit(churn_pipeline(family, seed), features, label.astype(int), seed))
+    x, y = _sample(churn_pipeline(family, seed), features, label.astype(int), seed)
+    return Classifier(_quiet_fit(churn_pipeline(family, seed), x, y))
 
 
-def _sorted_opsets(model: onnx.ModelProto) -> None:
-    # Same reason as app.training.export.to_onnx: a fixed order gives the same bytes every run.
-    imports = sorted((o.domain, o.version) for o in model.opset_import)
-    del model.opset_import[:]
-    for domain, version in imports:
-        model.opset_import.add(domain=domain, version=version)
-
-
-def _initial_types(n_features: int) -> list[tuple[str, FloatTensorType]]:
-    return [(INPUT_NAME, FloatTensorType([None, n_features]))]
+def _prep(pipeline: Pipeline) -> dict[str, np.ndarray]:
+    """The fitted preprocessing as vectors: imputation medians, log-space mean and scale."""
+    return {
+        "median": np.asarray(pipeline.named_steps["impute"].statistics_, dtype=np.float64),
+        "mean": np.asarray(pipeline.named_steps["scale"].mean_, dtype=np.float64),
+        "scale": np.asarray(pipeline.named_steps["scale"].scale_, dtype=np.float64),
+    }
 
 
 def clv_to_onnx(model: Regressor, n_features: int, path: Path) -> None:
-    """Export the regressor with the target scale multiplied back inside the graph."""
-    graph_model = convert_sklearn(
-        model.pipeline,
-        name=path.stem,
-        initial_types=_initial_types(n_features),
-        target_opset=TARGET_OPSET,
+    """Export the regressor: float64 inside, margin mapped back to currency inside the graph."""
+    graph = assemble(
+        model.pipeline.named_steps["model"],
+        _prep(model.pipeline),
+        n_features,
+        path.stem,
+        smear=model.smear,
     )
-    graph = graph_model.graph
-    output = graph.output[0].name
-    unscaled = f"{output}_unscaled"
-    for node in graph.node:
-        node.output[:] = [unscaled if o == output else o for o in node.output]
-    graph.initializer.append(
-        numpy_helper.from_array(np.array([model.scale], dtype=np.float32), "clv_target_scale")
-    )
-    graph.node.append(
-        helper.make_node("Mul", [unscaled, "clv_target_scale"], [output], name="clv_rescale")
-    )
-    _sorted_opsets(graph_model)
-    path.write_bytes(graph_model.SerializeToString())
+    path.write_bytes(graph.SerializeToString())
 
 
 def churn_to_onnx(model: Classifier, n_features: int, path: Path) -> None:
     """Export the classifier: out[0] labels, out[1] an [n, 2] probability tensor (no ZipMap)."""
-    graph_model = convert_sklearn(
-        model.pipeline,
-        name=path.stem,
-        initial_types=_initial_types(n_features),
-        target_opset=TARGET_OPSET,
-        options={id(model.pipeline): {"zipmap": False}},
+    graph = assemble(
+        model.pipeline.named_steps["model"], _prep(model.pipeline), n_features, path.stem, None
     )
-    _sorted_opsets(graph_model)
-    path.write_bytes(graph_model.SerializeToString())
+    path.write_bytes(graph.SerializeToString())
+
+
+def linear_explainer(model: Regressor | Classifier, target: str) -> dict[str, Any] | None:
+    """What app.scoring.explain.LinearExplainer needs to explain a linear family exactly
+    (preprocessing vectors, coefficients, intercept, and for CLV the smearing factor);
+    None for a non-linear estimator."""
+    estimator = model.pipeline.named_steps["model"]
+    if not isinstance(estimator, Ridge | LogisticRegression):
+        return None
+    prep = _prep(model.pipeline)
+    return {
+        "target": target,
+        "model": type(estimator).__name__,
+        "median": prep["median"].tolist(),
+        "mean": prep["mean"].tolist(),
+        "scale": prep["scale"].tolist(),
+        "coef": np.asarray(estimator.coef_, dtype=np.float64).ravel().tolist(),
+        "intercept": float(np.asarray(estimator.intercept_, dtype=np.float64).ravel()[0]),
+        "smear": model.smear if isinstance(model, Regressor) else None,
+    }
 
 
 def parity(
@@ -201,9 +219,16 @@ def parity(
     ).model_dump()
 
 
+#: Families whose models are linear in the standardised features: explained exactly.
+EXPLAINED = frozenset({"linear"})
+
+
 def file_names(family: str) -> dict[str, str]:
-    """The artifact files of one challenger family."""
-    return {"clv": f"clv_{family}.onnx", "churn": f"churn_{family}.onnx"}
+    """The artifact files of one challenger family (ONNX graphs; explainers when linear)."""
+    files = {"clv": f"clv_{family}.onnx", "churn": f"churn_{family}.onnx"}
+    if family in EXPLAINED:
+        files |= {f"{t}_explain": f"{t}_{family}.explain.json" for t in ("clv", "churn")}
+    return files
 
 
 @dataclass
@@ -240,6 +265,12 @@ def train_family(
     files = file_names(family)
     clv_to_onnx(final_clv, n_features, directory / files["clv"])
     churn_to_onnx(final_churn, n_features, directory / files["churn"])
+    for target, model in (("clv", final_clv), ("churn", final_churn)):
+        explainer = linear_explainer(model, target)
+        if f"{target}_explain" in files and explainer is not None:
+            (directory / files[f"{target}_explain"]).write_text(
+                json.dumps(explainer, indent=1, sort_keys=True) + "\n"
+            )
     checked = parity(
         final_clv,
         final_churn,
@@ -362,7 +393,12 @@ def serve_champions(outcome: Outcome, directory: Path, manifest: Any) -> None:
         family = outcome.champions[target]
         if family == "xgboost":
             continue
-        (directory / served).write_bytes((directory / by_family[family].files[target]).read_bytes())
+        files = by_family[family].files
+        (directory / served).write_bytes((directory / files[target]).read_bytes())
+        # Explanations follow the served family: exact for a linear one (its explainer file),
+        # refused for another (app.scoring.explain.ExplanationUnavailable).
+        if f"{target}_explain" in files:
+            manifest.files[f"{target}_explain"] = files[f"{target}_explain"]
         # A combined graph built from the old files would still serve them: drop it (train
         # builds it after this, from the files that now serve).
         manifest.files.pop("combined_onnx", None)

@@ -2,8 +2,10 @@
 
 The manifest's `reproduce` block (written by `clv train`) holds the options, seeds, data fingerprint
 and library versions. The retrained artifact goes to a throwaway directory; the check is on the
-bytes of clv.onnx / churn.onnx, and, to say how far apart two differing models are, on the
-predictions both make for every customer as of the training instant.
+bytes of every model file of the artifact (`model_files`: the four ONNX graphs, the combined
+graph, the native boosters, every challenger's graph and explainer), each said identical or
+DIFFERENT, and, to say how far apart two differing models are, on the predictions both make for
+every customer as of the training instant (CLV, churn, expected orders, order probability).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +64,9 @@ class Reproduction:
     rows_compared: int = 0
     max_clv_diff: float | None = None
     max_churn_diff: float | None = None
+    #: Issue 11 outputs; None when neither artifact has the model.
+    max_orders_diff: float | None = None
+    max_propensity_diff: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -68,17 +74,54 @@ class Reproduction:
         """Every model file is byte-identical."""
         return all(f.identical for f in self.files)
 
+    @property
+    def differing(self) -> list[str]:
+        """The model files whose bytes differ (or that only one of the two artifacts has)."""
+        return [f.name for f in self.files if not f.identical]
+
     def matches(self, tolerance: float | None = None) -> bool:
         """Identical bytes, or (with a tolerance) predictions within it for every customer."""
         if self.identical:
             return True
         if tolerance is None or self.max_clv_diff is None or self.max_churn_diff is None:
             return False
-        return self.max_clv_diff <= tolerance and self.max_churn_diff <= tolerance
+        diffs = (
+            self.max_clv_diff,
+            self.max_churn_diff,
+            self.max_orders_diff,
+            self.max_propensity_diff,
+        )
+        return all(d <= tolerance for d in diffs if d is not None)
+
+    def summary(self) -> str:
+        """One line for the end of `clv reproduce`."""
+        if self.identical:
+            return f"reproduced: all {len(self.files)} model files bit-identical"
+        return f"{len(self.differing)} of {len(self.files)} model files differ: " + ", ".join(
+            self.differing
+        )
+
+
+#: A file one of the two artifacts lacks (never equal to a digest, so never "identical").
+MISSING = "missing"
+#: manifest.files entries that are not models (the card has its own figures and fonts).
+_NOT_MODELS = {"report"}
 
 
 def _sha256(path: Path) -> str:
+    if not path.is_file():
+        return MISSING
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def model_files(raw: dict[str, Any]) -> set[str]:
+    """Every model file a manifest names: its `files` (ONNX graphs, the combined graph, native
+    boosters, explainers) and each challenger's files; clv.onnx and churn.onnx for a manifest
+    older than the `files` map."""
+    names = {v for k, v in (raw.get("files") or {}).items() if k not in _NOT_MODELS}
+    for block in ((raw.get("training") or {}).get("challengers") or {}).values():
+        names |= set((block.get("files") or {}).values())
+    return names or {CLV_ONNX, CHURN_ONNX}
 
 
 def read_raw_manifest(directory: Path) -> dict[str, Any]:
@@ -169,11 +212,11 @@ def reproduce(
     with tempfile.TemporaryDirectory(prefix="clv-reproduce-", dir=work_dir) as tmp:
         options, ignored = train_options(recorded, Path(tmp))
         result = train(engine, options)
+        retrained_raw = read_raw_manifest(result.directory)
         files = [
             FileCheck(name, _sha256(directory / name), _sha256(result.directory / name))
-            for name in (CLV_ONNX, CHURN_ONNX)
+            for name in sorted(model_files(raw) | model_files(retrained_raw))
         ]
-        retrained_raw = read_raw_manifest(result.directory)
         data_same, differences = _compare_data(
             (raw.get("reproduce") or {}).get("data") or raw.get("data") or {},
             (retrained_raw.get("reproduce") or {}).get("data") or retrained_raw.get("data") or {},
@@ -196,19 +239,26 @@ def reproduce(
 def _compare_predictions(
     engine: Engine, original: Path, retrained: Path, as_of: dt.datetime, report: Reproduction
 ) -> None:
-    """Largest CLV and churn differences over every customer known at `as_of`."""
+    """Largest differences of every output over every customer known at `as_of`."""
     try:
         old, new = Predictor(original), Predictor(retrained)
     except (ArtifactMismatch, ValueError) as exc:
         report.notes.append(f"predictions not compared: {exc}")
         return
-    clv_diff = churn_diff = 0.0
+    worst: dict[str, float | None] = {}
     for part in offline_features(engine, as_of):
         a, b = old.predict(part.values), new.predict(part.values)
-        clv_diff = max(clv_diff, float(np.max(np.abs(a.clv - b.clv), initial=0.0)))
-        churn_diff = max(
-            churn_diff,
-            float(np.max(np.abs(a.churn_probability - b.churn_probability), initial=0.0)),
-        )
+        for name in ("clv", "churn_probability", "expected_orders", "order_probability"):
+            mine, theirs = getattr(a, name), getattr(b, name)
+            if mine is None and theirs is None:
+                worst.setdefault(name, None)
+            elif mine is None or theirs is None:
+                worst[name] = math.inf  # one artifact has the model, the other not
+            else:
+                diff = float(np.max(np.abs(mine - theirs), initial=0.0))
+                worst[name] = max(worst.get(name) or 0.0, diff)
         report.rows_compared += len(part)
-    report.max_clv_diff, report.max_churn_diff = clv_diff, churn_diff
+    report.max_clv_diff = worst.get("clv", 0.0)
+    report.max_churn_diff = worst.get("churn_probability", 0.0)
+    report.max_orders_diff = worst.get("expected_orders")
+    report.max_propensity_diff = worst.get("order_probability")

@@ -282,3 +282,32 @@ def test_clv_reproduce_catches_a_model_that_differs(
     assert code == 1, output
     assert "NOT reproduced" in output
     assert "DIFFERENT" in output
+
+
+def test_reproduce_compares_every_model_file_and_names_the_one_that_differs(
+    reference: Path, in_order: tuple[str, Engine], tmp_path: Path
+) -> None:
+    import onnx
+
+    from app.training.reproduce import model_files as artifact_files
+    from app.training.reproduce import read_raw_manifest
+    from app.training.reproduce import reproduce as run_reproduce
+
+    names = artifact_files(read_raw_manifest(reference))
+    # The four graphs, the combined one and the native boosters, not only clv/churn.
+    assert {CLV_ONNX, CHURN_ONNX, "orders.onnx", "propensity.onnx", "all.onnx"} <= names
+    assert {"orders.xgb.json", "propensity.xgb.json"} <= names
+    # Same orders model, other bytes: its graph renamed (the predictions cannot change).
+    changed = tmp_path / reference.name
+    shutil.copytree(reference, changed)
+    graph = onnx.load(str(changed / "orders.onnx"))
+    graph.graph.name = "renamed"
+    (changed / "orders.onnx").write_bytes(graph.SerializeToString())
+    report = run_reproduce(in_order[1], changed, work_dir=tmp_path)
+    assert {f.name for f in report.files} == names
+    assert report.differing == ["orders.onnx"]
+    assert not report.identical
+    assert "orders.onnx" in report.summary()
+    assert report.max_orders_diff == 0.0
+    assert report.max_propensity_diff == 0.0
+    assert report.matches(tolerance=1e-12)
