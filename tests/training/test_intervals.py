@@ -48,11 +48,13 @@ def test_intervals_cover_80_percent_of_new_rows_from_the_same_law() -> None:
     bounds = clv_interval(fresh_predicted, intervals)
     assert bounds is not None
     low, _, high = bounds
-    covered = (fresh_actual >= low) & (fresh_actual <= high)
-    # Exchangeable rows: split-conformal coverage is 80 % up to sampling noise and the atom at 0
-    # (an actual of exactly 0 on the lower bound 0 counts as covered).
-    assert 0.76 <= covered.mean() <= 0.9, covered.mean()
-    assert (fresh_actual > high).mean() == pytest.approx(0.10, abs=0.02)
+    covered = (fresh_actual >= np.round(low, 2)) & (fresh_actual <= np.round(high, 2))
+    # Exchangeable rows: the marginal coverage calibrated on the first sample holds on the second
+    # up to sampling noise (~0.003 on 20,000 rows), the atom at 0 included.
+    assert intervals["calibration_coverage"] == pytest.approx(0.80, abs=0.005)
+    assert covered.mean() == pytest.approx(0.80, abs=0.02), covered.mean()
+    # Both tails are used: buyers-to-be predicted high get a lower bound above 0.
+    assert (fresh_actual < np.round(low, 2)).mean() > 0.01
 
 
 def test_quantiles_never_cross_and_scale_with_the_prediction() -> None:
