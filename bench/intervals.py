@@ -215,7 +215,34 @@ def section(results: dict[str, dict[str, Any]], threads: int) -> str:
     for data in DATA_SETS:
         if data.key in results:
             lines += [*table(data, results[data.key]), ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *verdict(results)])
+
+
+def verdict(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 11's bar at the standard origins, and the same count at the extra ones."""
+    lines = ["### Verdict on the bar (80 % ± 5 points at every origin)", ""]
+    for standard in (True, False):
+        entries = [
+            (data.title, e)
+            for data in DATA_SETS
+            for e in results.get(data.key, {}).get("origins", [])
+            if e["standard"] == standard
+        ]
+        if not entries:
+            continue
+        within = [e for _, e in entries if _within(e["model"]["coverage_80"])]
+        before = [e for _, e in entries if _within(e["baseline"]["coverage_80"])]
+        misses = ", ".join(
+            f"{title} {e['origin']} {e['model']['coverage_80']:.3f}"
+            for title, e in entries
+            if not _within(e["model"]["coverage_80"])
+        )
+        lines.append(
+            f"- {'Standard' if standard else 'Extra'} origins: within the bar at **{len(within)} "
+            f"of {len(entries)}** (baseline, same run: {len(before)} of {len(entries)})"
+            + (f"; missed at {misses}." if misses else ".")
+        )
+    return [*lines, ""]
 
 
 def main() -> None:

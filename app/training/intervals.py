@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from app.scoring.predictor import clv_interval
+
 #: CLV interval calibration: at most this many bins of predicted CLV, at least this many rows each.
 INTERVAL_BINS = 10
 INTERVAL_MIN_ROWS = 50
@@ -160,4 +162,23 @@ def interval_summary(
             for k, part in enumerate(np.array_split(order, 10))
             if len(part)
         ],
+    }
+
+
+def holdout_coverage(
+    clv: np.ndarray, actual: np.ndarray, intervals: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's record of the interval on holdout customers (never used to calibrate it):
+    coverage, tails, width, and by decile of predicted CLV (1 = highest) coverage and zero share.
+    """
+    bounds = clv_interval(clv, intervals)
+    if bounds is None or not len(clv):
+        return {"coverage_80": None, "coverage_by_decile": []}
+    summary = interval_summary(clv, actual, bounds[0], bounds[2])
+    deciles = summary.pop("coverage_by_decile")
+    return {
+        **summary,
+        "coverage_by_decile": [d["coverage"] for d in deciles],
+        "zero_share_by_decile": [d["zero_actual_share"] for d in deciles],
+        "width_median_by_decile": [d["width_median"] for d in deciles],
     }
