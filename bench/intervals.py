@@ -37,6 +37,7 @@ import app.training.intervals as intervals_module
 from app.features.repository import offline_matrix
 from app.scoring.predictor import Predictor, clv_interval
 from app.training.intervals import interval_summary
+from app.training.options import TrainOptions
 from app.training.repository import window_labels
 from bench.backtest import DATA_SETS, DataSet
 from bench.common import ROOT, fresh_database, header, run_clv, write_section
@@ -63,7 +64,7 @@ def _recording_fit(predicted: np.ndarray, actual: np.ndarray, gap_days: int) -> 
 calibration_module.fit_intervals = _recording_fit  # type: ignore[assignment]
 intervals_module.fit_intervals = _recording_fit  # type: ignore[assignment]
 
-from app.training.train import TrainOptions, train  # noqa: E402
+from app.training.train import train  # noqa: E402
 
 
 def equal_tailed(predicted: np.ndarray, actual: np.ndarray) -> dict[str, Any]:

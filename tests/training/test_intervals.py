@@ -135,10 +135,23 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     assert result.manifest.propensity_days == 30
     intervals = result.manifest.clv_intervals
     assert intervals["calibration_rows"] > 0
-    # Holdout coverage is recorded (out of time and in time) for the model card.
-    assert 0.5 < intervals["coverage_80"] <= 1.0
+    # The calibration is recorded: what it aimed at, the level it chose, what it reached.
+    assert intervals["target_coverage"] == 0.80
+    assert 0.5 <= intervals["nominal_level"] <= 0.99
+    assert intervals["calibration_coverage"] == pytest.approx(0.80, abs=0.02)
+    assert intervals["fold"].startswith("out-of-time")
+    # Holdout customers (never used to calibrate), same period: 80 % up to sampling noise
+    # (three standard errors of a share over that many customers).
+    holdout = result.manifest.rows["clv_holdout"]
+    noise = 3 * (0.8 * 0.2 / holdout) ** 0.5
+    assert intervals["coverage_80"] == pytest.approx(0.80, abs=noise + 0.02), holdout
+    assert intervals["below_p10"] + intervals["above_p90"] == pytest.approx(
+        1 - intervals["coverage_80"]
+    )
+    assert intervals["width_median"] >= 0
     assert 0.5 < intervals["coverage_80_in_time"] <= 1.0
     assert len(intervals["coverage_by_decile"]) == 10
+    assert len(intervals["zero_share_by_decile"]) == 10
     assert set(result.manifest.parity.extra) == {"orders", "propensity", "combined"}
     # The combined graph is exact: the same nodes as the four files.
     assert result.manifest.parity.extra["combined"]["max_abs_diff"] == 0.0
