@@ -212,6 +212,19 @@ def section(results: dict[str, dict[str, Any]], threads: int) -> str:
         "customers at the latest training cutoff (never used to calibrate). Width in the log's "
         "currency. ✗ = outside 0.80 ± 0.05. 'extra' origins are in no standard backtest set.",
         "",
+        "Reading: the fold reaches 0.80 by construction and the holdout (same period, other "
+        "customers) stays within sampling noise of it, so the calibration does what it says on "
+        "exchangeable data. What moves the out-of-time figure is drift beyond the fold's gap "
+        "(30–90 days here, against a 181 / 91-day horizon): on CDNOW the single 1997 cohort "
+        "ages, more customers buy nothing than in the calibration window and the model's level "
+        "is biased upwards, so the interval holds more than planned (coverage rises with the "
+        "origin); on Online Retail the autumn / Q4 demand lift (no training label covers a Q4) "
+        "puts more customers above p90 (coverage falls with the origin). The baseline's "
+        "equal-tailed percentiles sit about 0.05–0.11 higher at every origin, with intervals "
+        "about twice as wide on average: over-coverage from the atom at 0, which happened to "
+        "offset the Q4 shortfall. A median width of 0 means that most customers get [0, 0]: "
+        "their bins' share of non-buyers alone exceeds the level.",
+        "",
     ]
     for data in DATA_SETS:
         if data.key in results:
