@@ -21,11 +21,17 @@ class ClvOut(BaseModel):
     p10: float | None = Field(
         default=None,
         examples=[0.0],
-        description="10th percentile: 80 % of customers like this one end between p10 and p90 "
-        "(calibrated out of time, docs/predictions.md). Null for models without intervals.",
+        description="Lower bound of the 80 % prediction interval [p10, p90], calibrated out of "
+        "time for marginal coverage: about 80 % of all customers scored end inside it; per "
+        "group of customers the share varies (docs/predictions.md). Null for models without "
+        "intervals.",
     )
-    p50: float | None = Field(default=None, examples=[96.1], description="Median.")
-    p90: float | None = Field(default=None, examples=[455.0], description="90th percentile.")
+    p50: float | None = Field(
+        default=None, examples=[96.1], description="Median, inside [p10, p90]."
+    )
+    p90: float | None = Field(
+        default=None, examples=[455.0], description="Upper bound of the 80 % prediction interval."
+    )
 
 
 class ExpectedOrdersOut(BaseModel):

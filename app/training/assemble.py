@@ -30,11 +30,12 @@ from app.artifacts import (
 )
 from app.features.definitions import FEATURE_NAMES
 from app.features.repository import fingerprint
-from app.scoring.predictor import Predictor, calibrate, clv_interval
+from app.scoring.predictor import Predictor, calibrate
 from app.training import evaluate as evaluation
 from app.training.dataset import Panel, feature_ranges
 from app.training.export import check_combined, check_parity, check_parity_one, combine, to_onnx
 from app.training.fit import importance, params
+from app.training.intervals import holdout_coverage
 from app.training.options import TrainingFailed, TrainOptions
 from app.training.promotion import decide
 from app.training.provenance import code_version, quantiles, reproduce_section
@@ -240,8 +241,8 @@ def write_artifact(
         # Issue 11: coverage of the 80 % interval on the holdout customers (never used to
         # calibrate it): out of time (fold model) and in time (the final model).
         manifest.clv_intervals.update(
-            interval_coverage(fold_clv, holdout_clv.label, manifest.clv_intervals),
-            coverage_80_in_time=interval_coverage(
+            holdout_coverage(fold_clv, holdout_clv.label, manifest.clv_intervals),
+            coverage_80_in_time=holdout_coverage(
                 predictor.predict(holdout_clv.features).clv,
                 holdout_clv.label,
                 manifest.clv_intervals,
@@ -270,25 +271,6 @@ def write_artifact(
         directory / REPORT, manifest, holdout_clv.label, holdout_churn.label, in_time.entries
     )
     return promoted, reason
-
-
-def interval_coverage(
-    clv: np.ndarray, actual: np.ndarray, intervals: dict[str, Any]
-) -> dict[str, Any]:
-    """Share of customers whose actual CLV lies in [p10, p90] (cents, as served), overall and by
-    decile of predicted CLV (1 = highest)."""
-    bounds = clv_interval(clv, intervals)
-    if bounds is None or not len(clv):
-        return {"coverage_80": None, "coverage_by_decile": []}
-    low, _, high = bounds
-    covered = (actual >= np.round(low, 2)) & (actual <= np.round(high, 2))
-    order = np.argsort(-clv, kind="stable")
-    return {
-        "coverage_80": float(covered.mean()),
-        "coverage_by_decile": [
-            float(covered[part].mean()) for part in np.array_split(order, 10) if len(part)
-        ],
-    }
 
 
 def _combine_served(directory: Path, manifest: Manifest, features: np.ndarray, say: Any) -> None:

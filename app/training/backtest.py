@@ -83,6 +83,17 @@ def _model_scores(
                 "families", {"clv": "xgboost", "churn": "xgboost"}
             ),
             "challenger_scores": challenger_scores,
+            # Issue 11: how the served interval was calibrated (out of time, before the origin).
+            "clv_interval": {
+                key: result.manifest.clv_intervals.get(key)
+                for key in (
+                    "target_coverage",
+                    "nominal_level",
+                    "calibration_coverage",
+                    "calibration_rows",
+                    "gap_days",
+                )
+            },
         }
     return (
         MethodScores(

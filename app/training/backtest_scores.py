@@ -15,6 +15,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from app.features.definitions import FEATURE_INDEX
 from app.training import metrics
+from app.training.intervals import interval_summary
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ COVERAGE_TARGET, COVERAGE_TOLERANCE = 0.80, 0.05
 def prediction_metrics(
     clv_actual: np.ndarray, orders_actual: np.ndarray, bought: np.ndarray, scores: MethodScores
 ) -> dict[str, Any]:
-    """Issue 11: interval coverage (overall, by decile of predicted CLV), orders MAE and bias,
-    propensity AUC and Brier; None for what a method does not predict."""
+    """Issue 11: interval coverage (overall, tails, width, by decile of predicted CLV with the
+    zero share), orders MAE and bias, propensity AUC and Brier; None for what a method does not
+    predict."""
     out: dict[str, Any] = {
         "coverage_80": None,
         "below_p10": None,
@@ -94,23 +96,9 @@ def prediction_metrics(
         "propensity_brier": None,
     }
     if scores.clv_p10 is not None and scores.clv_p90 is not None and scores.clv is not None:
-        # Rounded like the API (cents): an actual of 0 against a p10 of 1e-9 is covered.
-        low, high = np.round(scores.clv_p10, 2), np.round(scores.clv_p90, 2)
-        covered = (clv_actual >= low) & (clv_actual <= high)
-        out["coverage_80"] = float(covered.mean())
-        out["below_p10"] = float((clv_actual < low).mean())
-        out["above_p90"] = float((clv_actual > high).mean())
-        order = np.argsort(-scores.clv, kind="stable")
-        out["coverage_by_decile"] = [
-            {
-                "decile": k + 1,
-                "customers": len(part),
-                "coverage": float(covered[part].mean()),
-                "zero_actual_share": float((clv_actual[part] == 0).mean()),
-            }
-            for k, part in enumerate(np.array_split(order, 10))
-            if len(part)
-        ]
+        # Rounded like the API (cents): an actual of 0 against a p10 of 1e-9 is covered. Also
+        # the width (a trivially wide or narrow interval shows) and the zero share by decile.
+        out.update(interval_summary(scores.clv, clv_actual, scores.clv_p10, scores.clv_p90))
     if scores.orders is not None:
         total = float(orders_actual.sum())
         out["orders_mae"] = float(np.mean(np.abs(scores.orders - orders_actual)))

@@ -43,7 +43,9 @@ def prediction_lines(entry: dict[str, Any], propensity_days: int) -> list[str]:
     deciles = " ".join(f"{d['coverage']:.2f}" for d in model["coverage_by_decile"])
     lines = [
         f"  80 % CLV interval: coverage {model['coverage_80']:.3f} (below p10 "
-        f"{model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}); by decile 1..10: {deciles}",
+        f"{model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}; width median "
+        f"{_fmt(model.get('width_median'), 2)}, mean {_fmt(model.get('width_mean'), 2)}); "
+        f"by decile 1..10: {deciles}",
         f"  {'method':<22} {'orders MAE':>10} {'orders bias':>11} "
         f"{f'P(order {propensity_days}d) AUC':>20} {'Brier':>7}",
     ]
@@ -99,13 +101,14 @@ def prediction_html(entry: dict[str, Any], propensity_days: int) -> str:
     if model.get("status") != "ok" or model.get("coverage_80") is None:
         return ""
     coverage = _html_table(
-        ("Decile", "Customers", "80 % interval coverage", "Share with actual 0"),
+        ("Decile", "Customers", "80 % interval coverage", "Share with actual 0", "Median width"),
         (
             [
                 str(d["decile"]),
                 str(d["customers"]),
                 f"{d['coverage']:.3f}",
                 f"{d['zero_actual_share']:.3f}",
+                _fmt(d.get("width_median"), 2),
             ]
             for d in model["coverage_by_decile"]
         ),
@@ -125,9 +128,10 @@ def prediction_html(entry: dict[str, Any], propensity_days: int) -> str:
         ),
     )
     return (
-        f"<p>80 % CLV interval coverage {model['coverage_80']:.3f} (below p10 "
-        f"{model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}); by decile of predicted "
-        f"CLV (1 = highest):</p>{coverage}<p>Expected orders over the CLV horizon and probability "
+        f"<p>80 % CLV interval coverage {model['coverage_80']:.3f} (marginal, calibrated out of "
+        f"time; below p10 {model['below_p10']:.3f}, above p90 {model['above_p90']:.3f}; width "
+        f"median {_fmt(model.get('width_median'), 2)}, mean {_fmt(model.get('width_mean'), 2)}); "
+        f"by decile of predicted CLV (1 = highest):</p>{coverage}<p>Expected orders over the CLV horizon and probability "
         f"of an order within {propensity_days} days:</p>{others}"
     )
 

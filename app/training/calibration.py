@@ -7,13 +7,14 @@ the correction learnt there (e.g. a cohort spending less as it ages) is the one 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from app.artifacts import Calibration
 from app.scoring.predictor import calibrate
 from app.training.dataset import hash_share
+from app.training.intervals import fit_intervals
+
+__all__ = ["choose_calibration", "clv_scale", "fit_intervals"]
 
 #: A scale outside this range means the fold is too small or broken: keep it, but bounded.
 SCALE_BOUNDS = (0.25, 4.0)
@@ -67,46 +68,3 @@ def choose_calibration(
         a, b = _platt(probabilities, labels)
         return Calibration(method="platt", a=a, b=b), check
     return Calibration(method="none"), check
-
-
-#: CLV interval calibration: at most this many bins of predicted CLV, at least this many rows each.
-INTERVAL_BINS = 10
-INTERVAL_MIN_ROWS = 50
-INTERVAL_LEVELS = (0.1, 0.5, 0.9)
-
-
-def fit_intervals(predicted: np.ndarray, actual: np.ndarray, gap_days: int) -> dict[str, Any]:
-    """Mondrian split-conformal CLV quantiles: by bin of predicted CLV, the empirical 10/50/90 %
-    quantiles of actual / predicted on out-of-time rows (the fold model's validation rows).
-
-    Serving multiplies a prediction by the ratio quantiles interpolated at it
-    (app.scoring.predictor.clv_interval). Rows predicted at 0 carry no ratio and are left out;
-    a prediction of 0 gets [0, 0]. Empty dict when there are too few rows to calibrate.
-    """
-    keep = predicted > 0
-    p, y = predicted[keep], actual[keep]
-    if len(p) < INTERVAL_MIN_ROWS:
-        return {}
-    bins = max(1, min(INTERVAL_BINS, len(p) // INTERVAL_MIN_ROWS))
-    order = np.argsort(p, kind="stable")
-    groups = np.array_split(order, bins)
-    ratio = y / p
-    centers, rows = [], []
-    quantiles: dict[str, list[float]] = {"p10": [], "p50": [], "p90": []}
-    for group in groups:
-        centers.append(float(np.median(p[group])))
-        rows.append(len(group))
-        low, mid, high = np.quantile(ratio[group], INTERVAL_LEVELS)
-        quantiles["p10"].append(float(low))
-        quantiles["p50"].append(float(mid))
-        quantiles["p90"].append(float(high))
-    return {
-        "method": "mondrian-split-conformal: quantiles of actual/predicted CLV by bin of "
-        "predicted CLV, out-of-time fold",
-        "levels": list(INTERVAL_LEVELS),
-        "gap_days": gap_days,
-        "calibration_rows": len(p),
-        "centers": centers,
-        "rows": rows,
-        **quantiles,
-    }

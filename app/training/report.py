@@ -130,9 +130,34 @@ def _coverage(manifest: Any, charts: Charts) -> str:
             + ".</p>"
         )
     text = f"<p>80 % interval coverage on the holdout: <strong>{coverage:.1%}</strong> (target 80 % ± 5 points).</p>"
+    if intervals.get("nominal_level") is not None:
+        # Issue 11: what the interval promises (marginal coverage) and how it was calibrated.
+        text += (
+            "<p>Calibrated for <strong>marginal</strong> coverage of "
+            f"{float(intervals.get('target_coverage', 0.8)):.0%} on "
+            f"{int(intervals.get('calibration_rows', 0)):,} out-of-time rows (fold gap "
+            f"{intervals.get('gap_days')} days): nominal per-bin level "
+            f"{float(intervals['nominal_level']):.3f}, reaching "
+            f"{float(intervals.get('calibration_coverage', 0.0)):.1%} on the fold. Deciles where "
+            "most customers buy nothing cover at least their zero share, the others less "
+            "(docs/predictions.md).</p>"
+        )
+    if intervals.get("below_p10") is not None:
+        text += (
+            f"<p>Holdout: below p10 {float(intervals['below_p10']):.1%}, above p90 "
+            f"{float(intervals['above_p90']):.1%}; interval width median "
+            f"{float(intervals['width_median']):,.2f}, mean {float(intervals['width_mean']):,.2f}.</p>"
+        )
     by_decile = intervals.get("coverage_by_decile")
     if by_decile:
-        text += chart_row([charts.coverage([float(v) for v in by_decile])])
+        zeros = intervals.get("zero_share_by_decile") or None
+        text += chart_row(
+            [
+                charts.coverage(
+                    [float(v) for v in by_decile], [float(v) for v in zeros] if zeros else None
+                )
+            ]
+        )
     return text
 
 

@@ -252,12 +252,15 @@ class Charts:
             )
         return out
 
-    def coverage(self, by_decile: list[float]) -> str:
+    def coverage(self, by_decile: list[float], zero_share: list[float] | None = None) -> str:
         def build(figure: Figure) -> None:
             ax = figure.add_subplot()
             x = np.arange(1, len(by_decile) + 1)
-            ax.bar(x, np.nan_to_num(by_decile), color=PALETTE[0])
-            ax.axhspan(0.75, 0.85, color="#dcfce7", zorder=0, label="80 % ± 5 points")
+            ax.bar(x, np.nan_to_num(by_decile), color=PALETTE[0], label="coverage")
+            ax.axhspan(0.75, 0.85, color="#dcfce7", zorder=0, label="80 % ± 5 points (overall)")
+            if zero_share is not None and len(zero_share) == len(by_decile):
+                # The floor of an interval holding 0: its decile's share of non-buyers.
+                ax.plot(x, zero_share, color=PALETTE[1], marker="o", label="share with actual 0")
             ax.set_ylim(0, 1)
             ax.set_xticks(x)
             ax.set_xlabel("decile of predicted CLV (1 = highest)")

@@ -349,8 +349,20 @@ def test_interval_orders_and_propensity_metrics_at_every_origin(
         assert sum(d["customers"] for d in deciles) == entry["customers"]
         weighted = sum(d["coverage"] * d["customers"] for d in deciles) / entry["customers"]
         assert weighted == pytest.approx(coverage)
-        # Calibrated out of time: the upper tail is near its nominal 10 % on the synthetic shop.
-        assert model["above_p90"] < 0.25
+        # Calibrated for 80 % out of time; 1,200 synthetic customers and two short origins give
+        # a noisy figure, but not the old 90 % of equal-tailed percentiles over an atom at 0.
+        assert 0.6 < coverage < 0.9, coverage
+        # The width is reported (a trivially wide or narrow interval would show) and the
+        # calibration the artifact used, fitted before the origin.
+        assert 0 <= model["width_median"]
+        assert all(d["width_median"] >= 0 for d in deciles)
+        if model["width_mean"] == 0:
+            # Every bin's non-buyers alone exceed the level (90-day windows of a small shop):
+            # [0, 0] for all, covering exactly the customers who bought nothing.
+            assert coverage == pytest.approx(model["zero_share"])
+        calibration = entry["model"]["clv_interval"]
+        assert calibration["target_coverage"] == 0.80
+        assert calibration["calibration_rows"] > 0
         assert model["orders_mae"] > 0
         assert model["orders_bias"] > 0
         assert model["propensity_auc"] > 0.6

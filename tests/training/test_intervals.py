@@ -44,11 +44,13 @@ def test_intervals_cover_80_percent_of_new_rows_from_the_same_law() -> None:
     bounds = clv_interval(fresh_predicted, intervals)
     assert bounds is not None
     low, _, high = bounds
-    covered = (fresh_actual >= low) & (fresh_actual <= high)
-    # Exchangeable rows: split-conformal coverage is 80 % up to sampling noise and the atom at 0
-    # (an actual of exactly 0 on the lower bound 0 counts as covered).
-    assert 0.76 <= covered.mean() <= 0.9, covered.mean()
-    assert (fresh_actual > high).mean() == pytest.approx(0.10, abs=0.02)
+    covered = (fresh_actual >= np.round(low, 2)) & (fresh_actual <= np.round(high, 2))
+    # Exchangeable rows: the marginal coverage calibrated on the first sample holds on the second
+    # up to sampling noise (~0.003 on 20,000 rows), the atom at 0 included.
+    assert intervals["calibration_coverage"] == pytest.approx(0.80, abs=0.005)
+    assert covered.mean() == pytest.approx(0.80, abs=0.02), covered.mean()
+    # Both tails are used: buyers-to-be predicted high get a lower bound above 0.
+    assert (fresh_actual < np.round(low, 2)).mean() > 0.01
 
 
 def test_quantiles_never_cross_and_scale_with_the_prediction() -> None:
@@ -133,10 +135,23 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     assert result.manifest.propensity_days == 30
     intervals = result.manifest.clv_intervals
     assert intervals["calibration_rows"] > 0
-    # Holdout coverage is recorded (out of time and in time) for the model card.
-    assert 0.5 < intervals["coverage_80"] <= 1.0
+    # The calibration is recorded: what it aimed at, the level it chose, what it reached.
+    assert intervals["target_coverage"] == 0.80
+    assert 0.5 <= intervals["nominal_level"] <= 0.99
+    assert intervals["calibration_coverage"] == pytest.approx(0.80, abs=0.02)
+    assert intervals["fold"].startswith("out-of-time")
+    # Holdout customers (never used to calibrate), same period: 80 % up to sampling noise
+    # (three standard errors of a share over that many customers).
+    holdout = result.manifest.rows["clv_holdout"]
+    noise = 3 * (0.8 * 0.2 / holdout) ** 0.5
+    assert intervals["coverage_80"] == pytest.approx(0.80, abs=noise + 0.02), holdout
+    assert intervals["below_p10"] + intervals["above_p90"] == pytest.approx(
+        1 - intervals["coverage_80"]
+    )
+    assert intervals["width_median"] >= 0
     assert 0.5 < intervals["coverage_80_in_time"] <= 1.0
     assert len(intervals["coverage_by_decile"]) == 10
+    assert len(intervals["zero_share_by_decile"]) == 10
     assert set(result.manifest.parity.extra) == {"orders", "propensity", "combined"}
     # The combined graph is exact: the same nodes as the four files.
     assert result.manifest.parity.extra["combined"]["max_abs_diff"] == 0.0

@@ -392,8 +392,18 @@ def card_manifest(**changes: Any) -> SimpleNamespace:
         },
         "clv_intervals": {
             "method": "conformal",
+            "target_coverage": 0.8,
+            "nominal_level": 0.7654,
+            "calibration_coverage": 0.8011,
+            "calibration_rows": 3765,
+            "gap_days": 60,
             "coverage_80": 0.8123,
+            "below_p10": 0.0321,
+            "above_p90": 0.1556,
+            "width_median": 12.5,
+            "width_mean": 98.25,
             "coverage_by_decile": [0.8] * 10,
+            "zero_share_by_decile": [0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9, 0.95],
         },
         "feature_ranges": {"recency_days": [0.0, 540.0], "net_revenue": [-12.5, 98765.0]},
     }
@@ -418,6 +428,12 @@ def test_model_card_sections_from_the_manifest(
     coverage = section(page, "coverage")
     assert "81.2%" in coverage
     assert "<svg" in coverage
+    # Issue 11: the calibration and its semantics are stated, with tails and width.
+    assert "<strong>marginal</strong>" in coverage
+    assert "0.765" in coverage
+    assert "3,765 out-of-time rows (fold gap 60 days)" in coverage
+    assert "below p10 3.2%, above p90 15.6%" in coverage
+    assert "median 12.50, mean 98.25" in coverage
     ranges = section(page, "ranges")
     assert "net_revenue" in ranges
     assert "98,765" in ranges
