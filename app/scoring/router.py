@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.auth.dependencies import Admin, PredictionsReader
@@ -84,10 +85,17 @@ async def get_prediction(
     registry: ModelRegistry = state.registry
     model = registry.active  # 503 model-unavailable
     moment = resolve_as_of(as_of, max_skew=settings.max_future_skew)
-    async with read_connection(state) as reader:
-        prediction = await PredictionService(reader, settings, model).one(
-            customer_id, moment, explain
-        )
+    pool: asyncpg.Pool | None = getattr(state, "read_pool", None)
+    if pool is not None:  # Postgres: straight from the asyncpg pool
+        async with pool.acquire() as connection:
+            prediction = await PredictionService(connection, settings, model).one(
+                customer_id, moment, explain
+            )
+    else:
+        async with read_connection(state) as reader:
+            prediction = await PredictionService(reader, settings, model).one(
+                customer_id, moment, explain
+            )
     # Serialised once here; FastAPI would validate and serialise the model a second time.
     return Response(prediction.model_dump_json(exclude_none=True), media_type="application/json")
 
