@@ -17,7 +17,7 @@ import numpy as np
 
 from app.training import baselines, metrics
 from app.training.dataset import Panel, Rows, hash_share
-from app.training.report import EvaluatedModel
+from app.training.report_scores import EvaluatedModel
 
 #: BG/NBD is fitted on at most this many customers (lifetimes is slow on millions), picked by a
 #: hash of the customer id so the sample is the same whatever the row order.
@@ -78,6 +78,7 @@ def evaluate(
     importance: dict[str, list[tuple[str, float]]],
     horizons: tuple[int, int],
     with_baselines: bool,
+    penalizer: float = 0.0,
 ) -> Evaluation:
     """The model's holdout metrics, then the spend-rate heuristic and (optionally) BG/NBD + GG."""
     clv_days, churn_days = horizons
@@ -116,6 +117,7 @@ def evaluate(
             holdout_clv.features,
             clv_days,
             churn_days,
+            penalizer,
         )
         if bg is None:
             out.failures[BGNBD] = "skipped: the optional `lifetimes` package is not installed"
@@ -129,6 +131,7 @@ def evaluate(
                 holdout_churn.features,
                 clv_days,
                 churn_days,
+                penalizer,
             )
             churn_score = bg_churn.churn_score
     except Exception as exc:

@@ -19,6 +19,10 @@ TRAINING_ONLY = (
     "app.training.train",
     "app.training.challengers",
     "app.training.report",
+    "app.training.report_figures",
+    "app.training.assemble",
+    "app.training.refit",
+    "app.training.backtest",
 )
 ROOT = Path(__file__).resolve().parents[2]
 
