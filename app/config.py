@@ -216,8 +216,7 @@ class Settings(BaseSettings):
     @property
     def tier_percentiles(self) -> tuple[int, int, int]:
         """(top, high, medium) starting percentiles."""
-        top, high, medium = (int(p) for p in self.value_tier_percentiles.split(","))
-        return top, high, medium
+        return _tier_percentiles(self.value_tier_percentiles)
 
     @field_validator("currency")
     @classmethod
@@ -241,3 +240,10 @@ async def settings_of(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(settings_of)]
+
+
+@lru_cache(maxsize=8)
+def _tier_percentiles(text: str) -> tuple[int, int, int]:
+    """CLV_VALUE_TIER_PERCENTILES parsed once per distinct value (read on every prediction)."""
+    top, high, medium = (int(p) for p in text.split(","))
+    return top, high, medium

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypeAlias
 
 import asyncpg
@@ -185,16 +186,24 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
-async def get_reader(request: Request) -> AsyncIterator[Reader]:
-    """A connection for one read-only statement: the asyncpg read pool, else autocommit SQLAlchemy."""
-    pool: asyncpg.Pool | None = getattr(request.app.state, "read_pool", None)
+@asynccontextmanager
+async def read_connection(state: Any) -> AsyncIterator[Reader]:
+    """A connection for one read-only statement (from an app.state): the asyncpg read pool,
+    else autocommit SQLAlchemy. The hot path opens it in its endpoint, not as a dependency."""
+    pool: asyncpg.Pool | None = getattr(state, "read_pool", None)
     if pool is not None:
         async with pool.acquire() as raw:
             yield raw
         return
-    engine: AsyncEngine = request.app.state.engine
+    engine: AsyncEngine = state.engine
     async with engine.connect() as connection:
         yield await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+async def get_reader(request: Request) -> AsyncIterator[Reader]:
+    """A connection for one read-only statement: the asyncpg read pool, else autocommit SQLAlchemy."""
+    async with read_connection(request.app.state) as reader:
+        yield reader
 
 
 # Reads that need one consistent snapshot across several statements must use SessionDep.

@@ -37,7 +37,7 @@ from app.quality.router import router as quality_router
 from app.schema import check_at_head, head_revision
 from app.scoring.registry import ModelRegistry, ModelReloadFailed
 from app.scoring.router import router as scoring_router
-from app.webhooks.deliverer import DelivererThread
+from app.webhooks.background import DelivererThread
 from app.webhooks.router import router as webhooks_router
 
 logger = logging.getLogger(__name__)

@@ -70,7 +70,9 @@ def downgrade(revision: str, settings: Settings | None = None) -> None:
 def _run(step: object, revision: str, settings: Settings | None) -> None:
     engine = create_sync_engine(settings or get_settings())
     try:
-        with engine.begin() as connection:
+        # Not in a transaction of ours: alembic runs each migration in its own transaction
+        # (env.py), and 0005's backfill commits batch by batch in an autocommit block.
+        with engine.connect() as connection:
             config = alembic_config()
             config.attributes["connection"] = connection
             step(config, revision)  # type: ignore[operator]

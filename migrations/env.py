@@ -19,6 +19,9 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         compare_type=True,
         render_as_batch=connection.dialect.name == "sqlite",
+        # One transaction per migration file: 0005 commits its backfill batch by batch (an
+        # autocommit block), which must not commit half of a larger multi-migration transaction.
+        transaction_per_migration=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -2,6 +2,10 @@
 
 Postgres: verified keys are cached per worker, and every change to api_keys (revocation,
 creation, deletion) is followed by `NOTIFY clv_api_keys`, on which each worker drops its cache.
+Two caches, dropped together: the key rows by public prefix, and the principals of secrets that
+verified (bounded: a presented secret is cached only after it matched its stored hash, so at most
+one entry per live key and version of it; MAX_VERIFIED caps it anyway), which spares a repeated
+caller the hash and the scope parsing.
 While the listening connection is down, the cache is off and every request reads the table.
 SQLite (single host, no NOTIFY): every request reads the table.
 """
@@ -24,6 +28,8 @@ from app.auth.models import ApiKey
 
 logger = logging.getLogger(__name__)
 CHANNEL = "clv_api_keys"
+#: At most this many verified secrets are remembered per worker (the cache restarts when full).
+MAX_VERIFIED = 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class KeyVerifier:
         self.read_pool = read_pool
         self.database_url = database_url
         self._cache: dict[str, _Row] = {}
+        self._verified: dict[str, Principal] = {}
         self._cache_on = False
         self._generation = 0  # bumped on every invalidation
         self._listener: asyncpg.Connection | None = None
@@ -77,6 +84,7 @@ class KeyVerifier:
     def _invalidate(self, *_: Any) -> None:
         self._generation += 1
         self._cache.clear()
+        self._verified.clear()
 
     async def _listen_forever(self) -> None:
         url = (
@@ -129,6 +137,10 @@ class KeyVerifier:
 
     async def principal(self, secret: str) -> Principal | None:
         """The key's principal, or None when it is malformed, unknown, wrong or revoked."""
+        if self._cache_on:
+            known = self._verified.get(secret)
+            if known is not None:
+                return known
         prefix = split_key(secret)
         if prefix is None:
             verify(secret, None)  # same work as for a wrong key
@@ -142,7 +154,11 @@ class KeyVerifier:
             return None
         if not verify(secret, row.key_hash):
             return None
+        principal = Principal(row.key_id, row.name, prefix, parse_scopes(row.scopes))
         # A row read before an invalidation that arrived during the read must not be cached.
         if self._cache_on and generation == self._generation:
             self._cache[prefix] = row
-        return Principal(row.key_id, row.name, prefix, parse_scopes(row.scopes))
+            if len(self._verified) >= MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[secret] = principal
+        return principal

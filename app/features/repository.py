@@ -304,8 +304,13 @@ def time_params(as_of: dt.datetime) -> dict[str, dt.datetime]:
 
 def rollup_params(as_of: dt.datetime) -> dict[str, Any]:
     """`time_params` plus the day numbers and day starts the rollup query splits on."""
-    today = day_number(as_of)
-    params: dict[str, Any] = {**time_params(as_of), "d0": today, "b0": day_start(today)}
+    return {**time_params(as_of), **_day_params(day_number(as_of))}
+
+
+@lru_cache(maxsize=4)
+def _day_params(today: int) -> dict[str, Any]:
+    """The day numbers and day starts of `rollup_params` (the same for a whole day: cached)."""
+    params: dict[str, Any] = {"d0": today, "b0": day_start(today)}
     for n in _BOUND_DAYS:
         params[f"d{n}"] = today - n
         params[f"b{n}"] = day_start(today - n)

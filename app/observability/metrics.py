@@ -178,6 +178,15 @@ def prediction_kind(default: str) -> str:
     return "ingest" if REQUEST_PATH.get().startswith("/v1/events") else default
 
 
+def observe_steps(kind: str, feature_fetch: float, inference: float | None = None) -> None:
+    """Record one request's feature-fetch and (when it got that far) inference seconds: the
+    single-prediction path, without two context managers per request."""
+    kind = prediction_kind(kind)
+    _child(FEATURE_FETCH, kind).observe(feature_fetch)
+    if inference is not None:
+        _child(INFERENCE, kind).observe(inference)
+
+
 @contextmanager
 def time_feature_fetch(kind: str) -> Iterator[None]:
     """Observe the duration of the block as feature-fetch latency."""

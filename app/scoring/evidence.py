@@ -20,11 +20,16 @@ NO_HISTORY_NOTICE = (
 )
 
 
+_ORDERS = FEATURE_INDEX["orders"]
 _BASES = np.array(["history", "no_orders", "no_history"], dtype=object)
 
 
 def prediction_bases(n_events: np.ndarray, features: np.ndarray) -> list[Basis]:
     """Per row: `no_history` (no event up to as_of), `no_orders` (behaviour only) or `history`."""
+    if len(features) == 1:  # one prediction: the same rule on Python floats
+        events, orders_one = float(np.asarray(n_events)[0]), float(features[0, _ORDERS])
+        one: Basis = "no_history" if events <= 0 else "no_orders" if orders_one <= 0 else "history"
+        return [one]
     orders = features[:, FEATURE_INDEX["orders"]]
     index = np.where(np.asarray(n_events) <= 0, 2, np.where(orders <= 0, 1, 0))
     labels: list[Basis] = _BASES[index].tolist()
@@ -61,7 +66,10 @@ class TrainingRanges:
 
     def counts(self, features: np.ndarray) -> dict[str, int]:
         """How many rows have each feature out of range (features with none are left out)."""
-        per_feature = self.outside(features).sum(axis=0)
+        outside = self.outside(features)
+        if not outside.any():  # the common case: nothing to count
+            return {}
+        per_feature = outside.sum(axis=0)
         return {FEATURE_NAMES[i]: int(per_feature[i]) for i in np.flatnonzero(per_feature)}
 
     def flags(self, row: np.ndarray) -> list[OutOfRange]:

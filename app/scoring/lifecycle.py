@@ -33,6 +33,18 @@ def lifecycle_stages(
     at_risk_threshold: float,
 ) -> list[LifecycleStage]:
     """The stage of every row, by the rules in the module docstring."""
+    if len(features) == 1:  # one prediction: the same comparisons on Python floats, no np.select
+        return [
+            _stage(
+                float(features[0, FEATURE_INDEX["orders"]]),
+                float(features[0, FEATURE_INDEX["recency_days"]]),
+                float(features[0, FEATURE_INDEX["order_age_days"]]),
+                float(churn_probability[0]),
+                churn_horizon_days,
+                new_customer_days,
+                at_risk_threshold,
+            )
+        ]
     orders = features[:, FEATURE_INDEX["orders"]]
     recency = features[:, FEATURE_INDEX["recency_days"]]
     first_order_age = features[:, FEATURE_INDEX["order_age_days"]]
@@ -49,11 +61,44 @@ def lifecycle_stages(
     return [str(s) for s in stage]  # type: ignore[misc]
 
 
+def _stage(
+    orders: float,
+    recency: float,
+    first_order_age: float,
+    churn: float,
+    churn_horizon_days: int,
+    new_customer_days: int,
+    at_risk_threshold: float,
+) -> LifecycleStage:
+    """One row's stage: the rules of `lifecycle_stages`, in the same order."""
+    if orders == 0:
+        return "prospect"
+    if recency > churn_horizon_days:
+        return "lapsed"
+    if first_order_age <= new_customer_days:
+        return "new"
+    if churn > at_risk_threshold:
+        return "at_risk"
+    return "active"
+
+
 def value_tiers(
     clv: np.ndarray, quantiles: dict[str, float], percentiles: tuple[int, int, int]
 ) -> list[ValueTier]:
     """The tier of every row: at or above the top/high/medium percentile of predicted CLV."""
     top, high, medium = (quantiles[f"p{p}"] for p in percentiles)
+    if len(clv) == 1:
+        value = float(clv[0])
+        one: ValueTier = (
+            "top"
+            if value >= top
+            else "high"
+            if value >= high
+            else "medium"
+            if value >= medium
+            else "low"
+        )
+        return [one]
     tier = np.select(
         [clv >= top, clv >= high, clv >= medium], ["top", "high", "medium"], default="low"
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.auth.dependencies import Admin, PredictionsReader
-from app.config import SettingsDep
+from app.config import Settings, SettingsDep
 from app.content import JsonBody
-from app.db import ReaderDep, SessionDep
+from app.db import ReaderDep, SessionDep, read_connection
 from app.errors import FieldError, InvalidInput, NotFound, problem_responses
 from app.features.as_of import AsOfQuery, resolve_as_of
 from app.ids import CustomerIdPath
@@ -69,11 +70,9 @@ ModelDep = Annotated[LoadedModel, Depends(active_model)]
     summary="Predict CLV and churn for a customer",
 )
 async def get_prediction(
+    request: Request,
     _auth: PredictionsReader,
     customer_id: CustomerIdPath,
-    session: ReaderDep,
-    settings: SettingsDep,
-    model: ModelDep,
     as_of: AsOfQuery = None,
     explain: Annotated[
         bool,
@@ -84,9 +83,25 @@ async def get_prediction(
     ] = False,
 ) -> Response:
     """CLV over the model's horizon, churn probability, segment and expected value at risk, from the customer's events up to `as_of` (default now)."""
-    prediction = await PredictionService(session, settings, model).one(
-        customer_id, resolve_as_of(as_of, max_skew=settings.max_future_skew), explain
-    )
+    # The hot path: settings, model and read connection come straight from app.state instead
+    # of three more FastAPI dependencies (a generator one among them), which cost about a
+    # tenth of a prediction's CPU time (BENCHMARKS.md, "A hot path that does not grow").
+    state = request.app.state
+    settings: Settings = state.settings
+    registry: ModelRegistry = state.registry
+    model = registry.active  # 503 model-unavailable
+    moment = resolve_as_of(as_of, max_skew=settings.max_future_skew)
+    pool: asyncpg.Pool | None = getattr(state, "read_pool", None)
+    if pool is not None:  # Postgres: straight from the asyncpg pool
+        async with pool.acquire() as connection:
+            prediction = await PredictionService(connection, settings, model).one(
+                customer_id, moment, explain
+            )
+    else:
+        async with read_connection(state) as reader:
+            prediction = await PredictionService(reader, settings, model).one(
+                customer_id, moment, explain
+            )
     # Serialised once here; FastAPI would validate and serialise the model a second time.
     return Response(prediction.model_dump_json(exclude_none=True), media_type="application/json")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -205,12 +206,20 @@ class PredictionService:
         """One customer's prediction (one SQL round trip, one ONNX run per model), or NotFound."""
         if with_explanation:
             self.model.check_explainable()  # before any work: refused, not half answered
-        with metrics.time_feature_fetch("single"):
+        started = time.perf_counter()
+        try:
             matrix = await self.features.for_customers([customer_id], as_of)
+        except BaseException:
+            metrics.observe_steps("single", time.perf_counter() - started)
+            raise
+        fetched = time.perf_counter()
         if not len(matrix):
+            metrics.observe_steps("single", fetched - started)
             raise NotFound(f"no customer with id {customer_id!r}")
-        with metrics.time_inference("single"):
+        try:
             [score] = score_matrix(matrix, self.model, self.settings)
+        finally:
+            metrics.observe_steps("single", fetched - started, time.perf_counter() - fetched)
         metrics.observe_scores("single", [score.clv], [score.churn_probability])
         metrics.observe_out_of_range(self.model.ranges.counts(matrix.values))
         explanation = (

@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -338,41 +337,3 @@ async def _watch_lock(lock: asyncpg.Connection, lost: asyncio.Event) -> None:
             lost.set()
             return
         await asyncio.sleep(5)
-
-
-class DelivererThread:
-    """`clv serve`'s deliverer, on a thread with its own event loop: its database work, JSON and
-    signing never queue behind (or ahead of) the requests of the worker's loop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="webhook-deliverer", daemon=True)
-
-    def start(self) -> None:
-        """Start the thread (returns at once)."""
-        self._thread.start()
-        self._started.wait()
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            self._started.set()
-            await run_forever(self.settings, self._stop)
-
-        try:
-            asyncio.run(main())
-        except Exception:
-            logger.exception("webhook deliverer thread failed")
-        finally:
-            self._started.set()
-
-    def stop(self, timeout: float) -> None:
-        """Ask the loop to stop (in-flight sends finish) and wait up to `timeout` seconds."""
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
-                self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)

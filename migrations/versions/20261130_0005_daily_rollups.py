@@ -2,16 +2,22 @@
 
 Per-customer daily rollups of the events (app.features.models.DailyRollup), backfilled from
 the existing events in batches of customer ids. Every batch is one idempotent statement
-(INSERT ... SELECT ... ON CONFLICT DO UPDATE with values recomputed from the events), and a
-re-run starts again at the batch holding the highest customer id already rolled up, so an
-interrupted backfill whose batches were committed resumes where it stopped, and a repeated one
-changes nothing.
+(INSERT ... SELECT ... ON CONFLICT DO UPDATE with values recomputed from the events) that
+commits on its own (an alembic autocommit block: the table is committed first, each batch
+after), and a re-run starts again at the batch holding the highest customer id already rolled
+up: an interrupted backfill resumes where it stopped (the table exists, the revision is still
+0004), a repeated one changes nothing, and the result is the same as one uninterrupted run.
+
+CLV_ROLLUP_BACKFILL_BATCH sets the customer ids per batch (default 10,000);
+CLV_ROLLUP_BACKFILL_MAX_BATCHES stops the backfill with an error after that many batches (for
+testing an interruption; unset in normal use).
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-30
 """
 
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -24,6 +30,12 @@ depends_on: str | Sequence[str] | None = None
 
 INSTANT = sa.DateTime(timezone=True)
 BATCH_CUSTOMERS = 10_000
+BATCH_ENV = "CLV_ROLLUP_BACKFILL_BATCH"
+MAX_BATCHES_ENV = "CLV_ROLLUP_BACKFILL_MAX_BATCHES"
+
+
+class BackfillInterrupted(RuntimeError):
+    """CLV_ROLLUP_BACKFILL_MAX_BATCHES batches were committed and the backfill stopped there."""
 
 
 def upgrade() -> None:
@@ -51,22 +63,44 @@ def upgrade() -> None:
             *(sa.Column(name, INSTANT, nullable=True) for name in instants),
             sa.PrimaryKeyConstraint("customer_id", "day", name=op.f("pk_daily_rollups")),
         )
-    backfill(bind)
+    size = os.environ.get(BATCH_ENV)
+    limit = os.environ.get(MAX_BATCHES_ENV)
+    # Commits the migration's transaction so far (the table), then every batch statement on
+    # its own: an interruption loses at most the batch in flight, not the whole backfill.
+    with op.get_context().autocommit_block():
+        backfill(
+            op.get_bind(),
+            batch=int(size) if size else None,
+            max_batches=int(limit) if limit else None,
+        )
 
 
-def backfill(bind: sa.Connection) -> None:
-    """Roll up every customer's events, BATCH_CUSTOMERS ids at a time, from where it stopped."""
+def backfill(bind: sa.Connection, batch: int | None = None, max_batches: int | None = None) -> None:
+    """Roll up every customer's events, `batch` (BATCH_CUSTOMERS) ids at a time, from where it
+    stopped.
+
+    Each batch is one statement: in autocommit (the migration) each commits by itself. With
+    `max_batches`, raise BackfillInterrupted after that many batches (a stand-in for a crash).
+    """
     from app.features.rollups import backfill_sql
 
+    size = batch or BATCH_CUSTOMERS
     statement = sa.text(backfill_sql(bind.dialect.name))
     top = bind.execute(sa.text("SELECT MAX(customer_id) FROM events")).scalar()
     if top is None:
         return
     done = bind.execute(sa.text("SELECT MAX(customer_id) FROM daily_rollups")).scalar()
-    lo = 0 if done is None else (int(done) // BATCH_CUSTOMERS) * BATCH_CUSTOMERS
+    lo = 0 if done is None else (int(done) // size) * size
+    batches = 0
     while lo <= int(top):
-        bind.execute(statement, {"lo": lo, "hi": lo + BATCH_CUSTOMERS})
-        lo += BATCH_CUSTOMERS
+        if max_batches is not None and batches >= max_batches:
+            raise BackfillInterrupted(
+                f"rollup backfill stopped after {batches} batches ({MAX_BATCHES_ENV}); "
+                f"customer ids below {lo} are rolled up, run the migration again to resume"
+            )
+        bind.execute(statement, {"lo": lo, "hi": lo + size})
+        batches += 1
+        lo += size
 
 
 def downgrade() -> None:
