@@ -22,10 +22,10 @@ help:  ## list the targets
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 sync: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install the locked runtime dependencies into .venv
-	$(UV) sync --frozen --no-dev --inexact --extra train
+	$(UV) sync --frozen --no-dev --inexact --extra train --extra dask
 
 sync-dev: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install runtime + dev + bench dependencies
-	$(UV) sync --frozen --extra bench --extra train
+	$(UV) sync --frozen --extra bench --extra train --extra dask
 
 run: sync  ## migrate the embedded SQLite database, load demo data once, make a local API key, serve on :8000
 	$(CLV) migrate
