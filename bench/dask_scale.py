@@ -99,7 +99,9 @@ def run(env: dict[str, str], *args: str) -> dict[str, Any]:
             f"clv {' '.join(args)} exited {measured['code']}:\n{result.stderr[-4000:]}"
         )
     measured["stdout"] = result.stdout
-    print(f"clv {' '.join(args)}: {measured['seconds']:.1f} s", file=sys.stderr)
+    shown = {k: v for k, v in measured.items() if k != "stdout"}
+    print(f"clv {' '.join(args)}: {json.dumps(shown)}", file=sys.stderr)
+    print(metric_line(result.stdout), file=sys.stderr)
     return measured
 
 

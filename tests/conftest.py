@@ -96,7 +96,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from app.db import create_sync_engine
     from app.demo.generator import generate_demo
     from app.events.bulk import BulkLoader
-    from app.training.train import TrainOptions, train
+    from app.training.options import TrainOptions
+    from app.training.train import train
 
     url = create_database("clv_model")
     try:

@@ -25,6 +25,9 @@ them orders, and ~35 % of customers without any order.  String columns are objec
 str; amount_cents -1 and order_id "" stand for null.  Randomness is drawn per fixed block of customers from
 PCG64 seeded with (seed, block), so the output depends on (customers, seed, start, end) only,
 never on chunk_customers, and every id embeds the seed so two demo loads never collide.
+
+Over 400 lines: one generative story whose steps share each block's random state and arrays;
+~60 of the lines are its named parameters.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.distributed.cluster import DaskUnavailable, connect
+from app.training.options import TrainOptions, TrainResult
 
 __all__ = ["HELP", "DaskUnavailable", "backtest_trainer", "score", "train"]
 
@@ -49,12 +50,17 @@ def score(
 
 
 @contextmanager
-def backtest_trainer(spec: str) -> Iterator[Callable[[Engine, Any], Any]]:
+def backtest_trainer(spec: str) -> Iterator[Callable[[Engine, TrainOptions], TrainResult]]:
     """A trainer for `run_backtest` that trains every origin on one cluster (the origins'
     features for scoring and the baselines are still read by the command)."""
     from app.distributed.train import train_on_dask
 
     with connect(spec) as cluster:
-        yield lambda origin_engine, options: train_on_dask(
-            origin_engine, options, cluster, _url(origin_engine)
-        )
+
+        def trainer(origin_engine: Engine, options: TrainOptions) -> TrainResult:
+            result: TrainResult = train_on_dask(
+                origin_engine, options, cluster, _url(origin_engine)
+            )
+            return result
+
+        yield trainer

@@ -107,13 +107,16 @@ def train_on_dask(
     import time
 
     from app.artifacts import promote, read_manifest
-    from app.training import train as single
+    from app.training.assemble import write_artifact
     from app.training.calibration import choose_calibration, clv_scale, fit_intervals
     from app.training.dataset import training_cutoffs
+    from app.training.eligibility import check_eligibility
+    from app.training.options import TrainingFailed, TrainResult
+    from app.training.refit import Fitted, PostProcessing
     from app.training.repository import data_fingerprint
 
     if options.challengers:
-        raise single.TrainingFailed("--challengers is single-node only: drop it or --dask")
+        raise TrainingFailed("--challengers is single-node only: drop it or --dask")
     options = dataclasses.replace(options, threads=cluster.threads_per_worker)
     started = time.perf_counter()
     say = (lambda m: sys.stderr.write(m + "\n")) if options.progress else (lambda _m: None)
@@ -142,11 +145,11 @@ def train_on_dask(
     )
     rows = {target: panel.rows(target) for target in TARGETS}
     if not len(rows["clv"]) or not len(rows["churn"]):
-        raise single.TrainingFailed(
+        raise TrainingFailed(
             f"no customers with events before the cutoffs {cutoffs['clv'][0]:%Y-%m-%d} / "
             f"{cutoffs['churn'][0]:%Y-%m-%d}: load data first or pick a later --as-of"
         )
-    eligibility = single.check_eligibility(panel, options, cutoffs, rows, data)  # type: ignore[arg-type]
+    eligibility = check_eligibility(panel, options, cutoffs, rows, data)  # type: ignore[arg-type]
     days = {**horizons, "orders": horizons["clv"], "propensity": options.propensity_days}
     splits: dict[str, DaskSplit] = {}
     for target in TARGETS:
@@ -160,7 +163,7 @@ def train_on_dask(
         )
         split = splits[target].split
         if min(len(split.fold), len(split.validation), len(split.train), len(split.holdout)) == 0:
-            raise single.TrainingFailed(
+            raise TrainingFailed(
                 f"too few customers to split for {target}: need fitting, validation and holdout rows"
             )
     say(
@@ -174,7 +177,7 @@ def train_on_dask(
         _, rounds, final, fold_validation, fold_holdout = fit_target(
             cluster, target, splits[target], options.seed, options.threads
         )
-        fitted[target] = single._Fitted(
+        fitted[target] = Fitted(
             split=splits[target].split,
             rounds=rounds,
             fold_validation=fold_validation,
@@ -196,7 +199,7 @@ def train_on_dask(
     building = options.model_dir / f".building-{version}"
     building.mkdir()
     try:
-        promoted, reason = single._write_artifact(
+        promoted, reason = write_artifact(
             building,
             version,
             created,
@@ -205,7 +208,7 @@ def train_on_dask(
             cutoffs,
             data,
             fitted,
-            single._Post(scale, out_of_time_scale, calibration, calibration_check),
+            PostProcessing(scale, out_of_time_scale, calibration, calibration_check),
             started,
             say,
             {
@@ -221,6 +224,6 @@ def train_on_dask(
         raise
     if promoted and options.promote:
         promote(options.model_dir, version)
-    return single.TrainResult(
+    return TrainResult(
         directory=directory, manifest=read_manifest(directory), promoted=promoted, reason=reason
     )

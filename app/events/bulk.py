@@ -2,6 +2,9 @@
 
 Used by `clv import-transactions` and `clv generate-demo`. Loading is idempotent on
 `event_id` (and on customer external id), so re-running an import adds nothing.
+
+Over 400 lines: one loader whose Postgres (COPY) and SQLite paths must stay in step (the same
+idempotency and conflict rules), with the SQL they run.
 """
 
 from __future__ import annotations

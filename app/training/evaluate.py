@@ -17,7 +17,7 @@ import numpy as np
 
 from app.training import baselines, metrics
 from app.training.dataset import Panel, Rows
-from app.training.report import EvaluatedModel
+from app.training.report_scores import EvaluatedModel
 
 #: BG/NBD is fitted on at most this many customers (lifetimes is slow on millions), picked by a
 #: hash of the customer id so the sample is the same whatever the row order.

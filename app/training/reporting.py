@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from app.artifacts import Manifest
-from app.training.report import EvaluatedModel, write_report
+from app.training.report import write_report
+from app.training.report_scores import EvaluatedModel
 
 NAMES = {
     "model": "XGBoost (this model)",

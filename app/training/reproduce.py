@@ -23,7 +23,8 @@ from sqlalchemy import Engine
 from app.artifacts import CHURN_ONNX, CLV_ONNX, MANIFEST
 from app.features.repository import offline_features
 from app.scoring.predictor import ArtifactMismatch, Predictor
-from app.training.train import TrainOptions, train
+from app.training.options import TrainOptions
+from app.training.train import train
 
 #: TrainOptions fields that do not change the model: never taken from the manifest.
 _NOT_MODEL_OPTIONS = {"model_dir", "progress", "force", "promote", "baselines"}

@@ -21,7 +21,8 @@ from pathlib import Path
 from app.artifacts import POINTER, current_version, promote
 from app.config import ROOT_DIR, Settings
 from app.events.bulk import CustomerColumns, EventColumns
-from app.training.train import TrainOptions, TrainResult, train
+from app.training.options import TrainOptions, TrainResult
+from app.training.train import train
 
 CUSTOMERS = 6_000
 SEED = 7

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -34,3 +37,20 @@ def test_an_unreachable_scheduler_is_one_clear_error() -> None:
     message = str(raised.value)
     assert address in message
     assert "\n" not in message
+
+
+def test_the_cli_names_the_unreachable_scheduler_in_one_line(postgres_url: str) -> None:
+    """`clv train --dask ADDRESS` with nothing listening: exit 2, one error line, no traceback."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "train", "--as-of", "2026-06-30", "--dask", address],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLV_DATABASE_URL": postgres_url},
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: cannot reach the Dask scheduler at {address} within 10 s")
+    assert "Traceback" not in result.stderr

@@ -27,8 +27,9 @@ from app.events.transactions import read_cdnow
 from app.features.definitions import parse_as_of
 from app.scoring.predictor import Predictor
 from app.training.dataset import Panel, churn_label, split_rows, training_cutoffs
+from app.training.options import TrainOptions, TrainResult
 from app.training.provenance import quantiles
-from app.training.train import TrainOptions, TrainResult, train
+from app.training.train import train
 from tests.conftest import CDNOW, create_database, drop_database
 
 pytestmark = pytest.mark.slow
@@ -76,7 +77,8 @@ def on_dask(
 ) -> TrainResult:
     url, engine = cdnow
     options = protocol_a(tmp_path_factory.mktemp("dask"))
-    return train_on_dask(engine, options, cluster, url, chunk_customers=CHUNK)
+    result: TrainResult = train_on_dask(engine, options, cluster, url, chunk_customers=CHUNK)
+    return result
 
 
 def test_dask_model_matches_single_node_on_protocol_a(
@@ -147,8 +149,8 @@ def test_worker_rows_are_the_single_node_rows(cdnow: tuple[str, Engine], cluster
     assert np.array_equal(got.split.train.min_max(), expected.train.min_max())  # type: ignore[arg-type]
     assert panel.buyers_at(cutoffs["clv"][0]) == local.buyers_at(cutoffs["clv"][0])
     # Reproducible: same data, same partitions on the same ranks -> the same trees.
-    fold_a, rounds_a, final_a, _, holdout_a = fit_target(cluster, "churn", got, 0, 1)
-    fold_b, rounds_b, final_b, _, holdout_b = fit_target(cluster, "churn", got, 0, 1)
+    _, rounds_a, final_a, _, holdout_a = fit_target(cluster, "churn", got, 0, 1)
+    _, rounds_b, final_b, _, holdout_b = fit_target(cluster, "churn", got, 0, 1)
     assert rounds_a == rounds_b
     assert np.array_equal(holdout_a, holdout_b)
     assert final_a.save_raw("json") == final_b.save_raw("json")

@@ -20,6 +20,10 @@ TRAINING_ONLY = (
     "app.training.train",
     "app.training.challengers",
     "app.training.report",
+    "app.training.report_figures",
+    "app.training.assemble",
+    "app.training.refit",
+    "app.training.backtest",
     # Extra `dask` (issue 13): offline work on a cluster only.
     "dask",
     "distributed",

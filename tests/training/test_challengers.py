@@ -17,7 +17,7 @@ from app.scoring.predictor import Predictor
 from app.scoring.registry import load_model
 from app.training import challengers
 from app.training import train as training
-from app.training.train import TrainResult
+from app.training.options import TrainResult
 from tests.training import test_train
 from tests.training.test_train import END, options
 

@@ -17,13 +17,9 @@ from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.scoring.predictor import clv_interval
 from app.training.calibration import fit_intervals
-from app.training.train import (
-    MIN_CUSTOMERS_WITH_ORDERS,
-    NotEligible,
-    TrainingFailed,
-    TrainOptions,
-    train,
-)
+from app.training.eligibility import MIN_CUSTOMERS_WITH_ORDERS
+from app.training.options import NotEligible, TrainingFailed, TrainOptions
+from app.training.train import train
 from tests.conftest import create_database, drop_database
 
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)

@@ -10,8 +10,8 @@ import pytest
 
 from app.config import Settings
 from app.db import create_sync_engine
+from app.training.dataset import holdout_mask, validation_mask
 from app.training.repository import window_labels
-from app.training.train import holdout_mask, validation_mask
 from tests.factories import event
 
 CUTOFF = dt.datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)

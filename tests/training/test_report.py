@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from app.training import metrics
-from app.training.report import PALETTE, EvaluatedModel, render_report, write_report
+from app.training.report import render_report, write_report
+from app.training.report_scores import PALETTE, EvaluatedModel
 
 NASTY = 'XGBoost <b>"this"</b> & co'
 CHART_SECTIONS = ("gain", "deciles", "churn", "importance")

@@ -33,7 +33,8 @@ from app.demo.generator import DemoChunk, generate_demo
 from app.events.bulk import EPOCH, BulkLoader, CustomerColumns, EventColumns
 from app.features.repository import offline_features
 from app.scoring.predictor import Predictor
-from app.training.train import TrainOptions, train
+from app.training.options import TrainOptions
+from app.training.train import train
 from tests.conftest import app_client, create_database, drop_database
 
 pytestmark = pytest.mark.slow

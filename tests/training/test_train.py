@@ -30,7 +30,7 @@ from app.features.repository import fingerprint, offline_features
 from app.scoring.predictor import ArtifactMismatch, Predictor
 from app.training import train as training
 from app.training.export import native_predict, onnx_clv, onnx_session
-from app.training.train import TrainOptions, TrainResult
+from app.training.options import TrainingFailed, TrainOptions, TrainResult
 from tests.conftest import create_database, drop_database
 
 pytestmark = pytest.mark.slow
@@ -189,7 +189,7 @@ def test_training_without_data_fails_clearly(tmp_path: Path) -> None:
         settings = Settings(database_url=url)
         schema.upgrade("head", settings)
         engine = create_sync_engine(settings)
-        with pytest.raises(training.TrainingFailed, match="no customers"):
+        with pytest.raises(TrainingFailed, match="no customers"):
             training.train(engine, options(tmp_path))
         engine.dispose()
     finally:

@@ -17,7 +17,8 @@ from app.events.bulk import BulkLoader
 from app.events.transactions import read_csv
 from app.features.definitions import FEATURE_NAMES, parse_as_of
 from app.training import export
-from app.training.train import TrainingFailed, TrainOptions, train
+from app.training.options import TrainingFailed, TrainOptions
+from app.training.train import train
 from tests.conftest import CDNOW, create_database, drop_database
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,30 @@
+"""What every `clv` command shares: help layout, the error exit, the --as-of parser."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+#: Plain click help (rich_markup_mode=None): rich's tables cut long option names at 80 columns
+#: and show a `<bool>` placeholder after flags, which take no value. Up to 120 columns wide.
+HELP_SETTINGS = {"max_content_width": 120}
+
+
+def fail(message: str) -> typer.Exit:
+    """Print the error in red on stderr; the exit (code 2) for the caller to raise."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+def parse_instant(value: str) -> dt.datetime:
+    """An --as-of value (YYYY-MM-DD = end of that UTC day, or RFC 3339 with offset)."""
+    from app.features.definitions import parse_as_of
+
+    try:
+        return parse_as_of(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{value!r}: {exc}; give YYYY-MM-DD or an RFC 3339 instant with offset",
+            param_hint="'--as-of'",
+        ) from exc
