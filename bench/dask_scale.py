@@ -219,82 +219,121 @@ def load(url: str, customers: int) -> float:
 
 
 def measure(url: str, args: argparse.Namespace, load_seconds: float | None) -> None:
-    """Every command, single node and Dask; the section of BENCHMARKS.md."""
+    """Every command, single node and Dask; the section of BENCHMARKS.md, rewritten after each
+    command (a long run interrupted still leaves what it measured).
+
+    Scoring runs first, with the shipped default model (models/), so it needs no training run.
+    """
     work = Path(tempfile.mkdtemp(prefix="clv-bench-dask-"))
     rows: list[tuple[str, dict[str, Any]]] = []
+    notes: dict[str, str] = {}
     engine = create_sync_engine(Settings(database_url=url))
     with engine.connect() as connection:
         events = connection.execute(select(func.count()).select_from(Event)).scalar_one()
         customers = connection.execute(select(func.count()).select_from(Customer)).scalar_one()
     engine.dispose()
-    env = {"CLV_DATABASE_URL": url, "CLV_MODEL_DIR": str(work / "models")}
-    train = ["train", "--as-of", END.date().isoformat(), "--stack", str(args.stack)]
-    train += ["--no-baselines", "--force"]
-    as_of = ["--as-of", END.date().isoformat()]
-    rows.append(("`clv train` single node", run(env, *train)))
-    dask_env = {**env, "CLV_MODEL_DIR": str(work / "models-dask")}
-    rows.append(("`clv train --dask local`", run(dask_env, *train, "--dask", "local")))
-    single_out, file_out, parts_out = (
-        work / "single.parquet",
-        work / "dask.parquet",
-        work / "parts",
+    data = (
+        f"Data: {customers:,} synthetic customers, {events:,} events (bench.features_scale's "
+        f"generator{'' if load_seconds is None else f', loaded in {load_seconds:.0f} s'})"
     )
+
+    def publish() -> None:
+        section(args, data, rows, notes)
+
+    env = {"CLV_DATABASE_URL": url, "CLV_MODEL_DIR": str(ROOT / "models")}
+    as_of = ["--as-of", END.date().isoformat()]
+    single_out, file_out, parts_out = work / "single.parquet", work / "dask.parquet", work / "parts"
     rows.append(("`clv score` single node", run(env, "score", *as_of, "--out", str(single_out))))
+    publish()
     rows.append(
         (
             "`clv score --dask local` (one file)",
             run(env, "score", *as_of, "--out", str(file_out), "--dask", "local"),
         )
     )
+    publish()
     rows.append(
         (
             "`clv score --dask local` (Parquet partitions)",
             run(env, "score", *as_of, "--out", str(parts_out), "--dask", "local"),
         )
     )
-    identical = same_scores(single_out, file_out, parts_out)
+    notes["identical"] = (
+        "Scores identical (every column, every customer) single node vs `--dask local` one file "
+        f"vs partitions: **{same_scores(single_out, file_out, parts_out)}**."
+    )
+    publish()
     remote_out = work / "remote"
+    train = ["train", "--as-of", END.date().isoformat(), "--stack", str(args.stack)]
+    train += ["--no-baselines", "--force"]
     with remote_cluster(env):
         time.sleep(5)
         measured = run(env, "score", *as_of, "--out", str(remote_out), "--dask", SCHEDULER)
         measured["workers"] = remote_workers_memory()
         rows.append((f"`clv score --dask {SCHEDULER}` (partitions)", measured))
+        notes["remote"] = (
+            "Remote scheduler's partitions identical to single node: "
+            f"**{same_scores(single_out, remote_out)}**."
+        )
+        publish()
         if not args.no_remote_train:
             remote_env = {**env, "CLV_MODEL_DIR": str(work / "models-remote")}
             measured = run(remote_env, *train, "--dask", SCHEDULER)
             measured["workers"] = remote_workers_memory()
             rows.append((f"`clv train --dask {SCHEDULER}`", measured))
-    identical_remote = same_scores(single_out, remote_out)
+            publish()
+    for name, extra in (
+        ("`clv train` single node", []),
+        ("`clv train --dask local`", ["--dask", "local"]),
+    ):
+        model_env = {**env, "CLV_MODEL_DIR": str(work / f"models-{len(rows)}")}
+        rows.append((name, run(model_env, *train, *extra)))
+        publish()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def section(
+    args: argparse.Namespace,
+    data: str,
+    rows: list[tuple[str, dict[str, Any]]],
+    notes: dict[str, str],
+) -> None:
+    """BENCHMARKS.md's section from what was measured so far."""
     loadavg = os.getloadavg()
     base = {name: m["seconds"] for name, m in rows}
-    single_train, single_score = base["`clv train` single node"], base["`clv score` single node"]
     table = [
         "| Command | Wall s | x single node | Peak RSS MiB: client (CLI) | each worker |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, m in rows:
-        reference = single_train if "train" in name else single_score
-        table.append(f"| {name} | {m['seconds']:.1f} | {m['seconds'] / reference:.2f} | {mem(m)} |")
+        reference = base.get(
+            "`clv train` single node" if "train" in name else "`clv score` single node"
+        )
+        ratio = f"{m['seconds'] / reference:.2f}" if reference else "-"
+        table.append(f"| {name} | {m['seconds']:.1f} | {ratio} | {mem(m)} |")
     models = [f"- {name}: `{metric_line(m['stdout'])}`" for name, m in rows if "train" in name]
     lines = [
         header(
             f"python -m bench.dask_scale --customers {args.customers} --stack {args.stack}"
             + (" --no-remote-train" if args.no_remote_train else "")
         ),
-        f"Data: {customers:,} synthetic customers, {events:,} events (bench.features_scale's "
-        f"generator{'' if load_seconds is None else f', loaded in {load_seconds:.0f} s'}). Training: `--stack {args.stack} "
-        "--no-baselines`; Dask: 2 workers x 1 thread (`local` = LocalCluster started by the "
-        "command; remote = `dask scheduler` + 2 `dask worker --nthreads 1` on 127.0.0.1). "
-        f"Load average after the run: {loadavg[0]:.2f} / {loadavg[1]:.2f} / {loadavg[2]:.2f} (2 cores).",
+        f"{data}. Scoring with the shipped default model (models/); training `--stack "
+        f"{args.stack} --no-baselines`. Dask: 2 workers x 1 thread (`local` = LocalCluster "
+        "started by the command; remote = `dask scheduler` + 2 `dask worker --nthreads 1` on "
+        "127.0.0.1, driven by the unchanged command). Each command in a child process: its "
+        "wall time and peak RSS are its own; each worker's peak RSS is read in the worker. "
+        f"Load average when written: {loadavg[0]:.2f} / {loadavg[1]:.2f} / {loadavg[2]:.2f} "
+        "(2 cores, shared with other jobs).",
         "",
         *table,
         "",
-        f"Scores identical (every column, every customer) single node vs `--dask local` file vs "
-        f"partitions: **{identical}**; vs the remote scheduler's partitions: **{identical_remote}**.",
+        *notes.values(),
         "",
-        "Holdout metrics of each trained model (`clv train`'s table, model row):",
-        *models,
+        *(
+            ["Holdout metrics of each trained model (`clv train`'s table, model row):", *models]
+            if models
+            else []
+        ),
     ]
     body = "\n".join(lines)
     print(body)
