@@ -58,6 +58,12 @@ def train(
     no_baselines: Annotated[
         bool, typer.Option("--no-baselines", help="Skip BG/NBD (faster).")
     ] = False,
+    baseline_penalizer: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Penalizer of the BG/NBD + GG comparison (PROTOCOL.md fits with 0)."
+        ),
+    ] = 0.0,
     challengers: Annotated[
         bool,
         typer.Option(
@@ -96,6 +102,7 @@ def train(
         seed=seed,
         force=force,
         baselines=not no_baselines,
+        baseline_penalizer=baseline_penalizer,
         currency=settings.currency,
         challengers=challengers,
     )

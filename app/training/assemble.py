@@ -220,6 +220,7 @@ def write_artifact(
         importances,
         (options.clv_horizon_days, options.churn_horizon_days),
         options.baselines,
+        options.baseline_penalizer,
     )
     # Out of time: the fold model with the same post-processing, on the same holdout rows.
     fold_clv = np.maximum(clv.fold_holdout * scale, 0.0)

@@ -94,15 +94,19 @@ def _no_purchase_probability(
 FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)
 
 
-def bg_nbd_baseline(features: np.ndarray, options: BacktestOptions) -> MethodScores:
+def bg_nbd_baseline(
+    features: np.ndarray,
+    options: BacktestOptions,
+    penalizers: tuple[float, ...] = (0.0, *FALLBACK_PENALIZERS),
+) -> MethodScores:
     """BG/NBD + Gamma-Gamma fitted at the origin on the same customers; failures are reported.
 
-    Without a penalizer first; if that fails and `baselines.bg_nbd_gamma_gamma` takes a
-    `penalizer_coef`, with the fallback penalizers. Every failed attempt is named in the result.
+    With each of `penalizers` in turn (none first, then the fallbacks) until one fits, when
+    `baselines.bg_nbd_gamma_gamma` takes a `penalizer_coef`. Every failed attempt is named.
     """
     takes_penalizer = "penalizer_coef" in inspect.signature(baselines.bg_nbd_gamma_gamma).parameters
     failures: list[str] = []
-    for penalizer in (0.0, *(FALLBACK_PENALIZERS if takes_penalizer else ())):
+    for penalizer in penalizers if takes_penalizer else (0.0,):
         keyword = {"penalizer_coef": penalizer} if penalizer else {}
         try:
             # lifetimes/scipy print optimiser dumps on failure: keep them out of the table.

@@ -69,6 +69,7 @@ def evaluate(
     importance: dict[str, list[tuple[str, float]]],
     horizons: tuple[int, int],
     with_baselines: bool,
+    penalizer: float = 0.0,
 ) -> Evaluation:
     """The model's holdout metrics, then the spend-rate heuristic and (optionally) BG/NBD + GG."""
     clv_days, churn_days = horizons
@@ -106,6 +107,7 @@ def evaluate(
             holdout_clv.features,
             clv_days,
             churn_days,
+            penalizer,
         )
         if bg is None:
             out.failures[BGNBD] = "skipped: the optional `lifetimes` package is not installed"
@@ -118,6 +120,7 @@ def evaluate(
                 holdout_churn.features,
                 clv_days,
                 churn_days,
+                penalizer,
             )
             churn_score = bg_churn.churn_score
     except Exception as exc:

@@ -35,6 +35,7 @@ class TrainOptions:
     seed: int = 0
     force: bool = False
     baselines: bool = True
+    baseline_penalizer: float = 0.0  # BG/NBD + GG comparison; PROTOCOL.md fits without one
     threads: int = field(default_factory=lambda: min(os.cpu_count() or 1, 2))
     currency: str = "USD"
     progress: bool = True
