@@ -46,11 +46,11 @@ RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=extra-ca \
         --no-install-package cloudpickle \
     && strip-venv.sh
 
-# The whole locked runtime set plus the `train` extra (no dev group): train, score,
-# import-transactions, generate-demo.
+# The whole locked runtime set plus the `train` and `dask` extras (no dev group): train, score,
+# import-transactions, generate-demo, and `--dask` (the same image runs as a Dask worker).
 FROM build AS deps-trainer
 RUN --mount=type=cache,target=/root/.cache/uv --mount=type=secret,id=extra-ca \
-    with-extra-ca.sh /opt/uv/bin/uv sync --frozen --no-dev --extra train \
+    with-extra-ca.sh /opt/uv/bin/uv sync --frozen --no-dev --extra train --extra dask \
     && strip-venv.sh
 
 # The code, byte-compiled once here (the runtime's code is read-only).

@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-soak bench-backtest model-default container-test bench-alerts clean
+.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-scale bench-dask bench-soak bench-backtest model-default container-test bench-alerts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -22,10 +22,10 @@ help:  ## list the targets
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 sync: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install the locked runtime dependencies into .venv
-	$(UV) sync --frozen --no-dev --inexact --extra train
+	$(UV) sync --frozen --no-dev --inexact --extra train --extra dask
 
 sync-dev: $(if $(findstring .tools,$(UV)),.tools/bin/uv)  ## install runtime + dev + bench dependencies
-	$(UV) sync --frozen --extra bench --extra train
+	$(UV) sync --frozen --extra bench --extra train --extra dask
 
 run: sync  ## migrate the embedded SQLite database, load demo data once, make a local API key, serve on :8000
 	$(CLV) migrate
@@ -83,6 +83,9 @@ bench-scoring: sync-dev postgres  ## a real worker under load: predictions, batc
 
 bench-scale: sync-dev postgres  ## offline features for 1M customers / 20M events (~10 min)
 	$(VENV)/bin/python -m bench.features_scale
+
+bench-dask: sync-dev postgres  ## clv train/score at 1M customers: single node vs Dask (local, and a scheduler on 127.0.0.1) (~40 min)
+	$(VENV)/bin/python -m bench.dask_scale
 
 bench-soak: sync-dev postgres  ## 5-minute steady mix of ingest and scoring: errors, latency and memory over time
 	$(VENV)/bin/python -m bench.soak

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli.common import fail, parse_instant
 from app.config import get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class SplitMethod(StrEnum):
@@ -68,12 +72,22 @@ def train(
             "per target the best out of time serves.",
         ),
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
+        ),
+    ] = None,
 ) -> None:
     """Train CLV + churn models from the event history, export ONNX, evaluate, promote if not worse."""
     from app.db import create_sync_engine
+    from app.distributed.cluster import DaskUnavailable
     from app.training.options import TrainingFailed, TrainOptions
     from app.training.train import train as run_training
 
+    if dask is not None and challengers:
+        raise fail("--challengers is single-node only: drop it or --dask")
     settings = get_settings()
     options = TrainOptions(
         as_of=parse_instant(as_of) if as_of else dt.datetime.now(dt.UTC),
@@ -98,8 +112,13 @@ def train(
     for line in summary_lines(engine, options.as_of, settings):
         typer.secho(line, err=line.startswith("warning"), fg="yellow" if line[0] == "w" else None)
     try:
-        result = run_training(engine, options)
-    except TrainingFailed as exc:
+        if dask is None:
+            result = run_training(engine, options)
+        else:
+            from app.distributed import commands
+
+            result = commands.train(dask, engine, options)
+    except (TrainingFailed, DaskUnavailable) as exc:
         raise fail(str(exc)) from exc
     finally:
         engine.dispose()
@@ -113,7 +132,12 @@ def train(
 
 
 def score(
-    out: Annotated[Path | None, typer.Option(help="Output file: .csv or .parquet.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file: .csv or .parquet (with --dask also DIR: Parquet partitions)."
+        ),
+    ] = None,
     as_of: Annotated[
         str, typer.Option("--as-of", help="Score as of T (YYYY-MM-DD = end of day). Default: now.")
     ] = "",
@@ -124,18 +148,28 @@ def score(
     model_dir: Annotated[
         Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
+        ),
+    ] = None,
 ) -> None:
     """Score every customer as of T with the current model: CSV/Parquet and/or a stored run."""
     from app.alerts.service import ScoreRunRecorder
     from app.artifacts import current_directory
     from app.db import create_sync_engine
+    from app.distributed.cluster import DaskUnavailable
     from app.scoring.batch import score_all
     from app.scoring.registry import load_model
 
     moment = parse_instant(as_of) if as_of else dt.datetime.now(dt.UTC)
     if out is None and not store:
         raise fail("nothing to do: give --out FILE and/or --store")
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+    if dask is not None and (store or out is None):
+        raise fail("--dask writes --out FILE or DIR only; --store is single-node")
+    if dask is None and out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise fail(f"{out}: the output must end in .csv or .parquet")
     settings = get_settings()
     directory = current_directory(model_dir or settings.model_dir)
@@ -149,15 +183,22 @@ def score(
         raise fail(str(exc)) from exc
     engine = create_sync_engine(settings)
     try:
-        result = score_all(
-            engine,
-            model,
-            settings,
-            moment,
-            out,
-            store,
-            on_stored=ScoreRunRecorder(settings, model.version, moment, "score_run"),
-        )
+        if dask is not None and out is not None:
+            from app.distributed import commands
+
+            result = commands.score(dask, engine, model, settings, moment, out)
+        else:
+            result = score_all(
+                engine,
+                model,
+                settings,
+                moment,
+                out,
+                store,
+                on_stored=ScoreRunRecorder(settings, model.version, moment, "score_run"),
+            )
+    except DaskUnavailable as exc:
+        raise fail(str(exc)) from exc
     finally:
         engine.dispose()
     where = [str(result.path)] if result.path else []
@@ -206,14 +247,25 @@ def backtest(
             "--allow-partial-window", help="Allow label windows past the last stored order."
         ),
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
+        ),
+    ] = None,
 ) -> None:
     """Rolling-origin out-of-time backtest: train at each origin, score the next H days, vs baselines."""
     import json
+    from contextlib import AbstractContextManager, nullcontext
 
     from app.db import create_sync_engine
+    from app.distributed.cluster import DaskUnavailable
     from app.training.backtest import run_backtest
     from app.training.backtest_plan import BacktestError, BacktestOptions
     from app.training.backtest_tables import origin_table, text_table, write_html
+    from app.training.options import TrainOptions, TrainResult
+    from app.training.train import train as run_training
 
     settings = get_settings()
     options = BacktestOptions(
@@ -230,14 +282,25 @@ def backtest(
         challengers=challengers,
         allow_partial_window=allow_partial_window,
     )
+    if dask is not None and challengers:
+        raise fail("--challengers is single-node only: drop it or --dask")
     engine = create_sync_engine(settings)
     try:
-        result = run_backtest(
-            engine,
-            options,
-            on_origin=lambda entry: typer.echo("\n".join(origin_table(entry)), err=True),
-        )
-    except BacktestError as exc:
+        trainers: AbstractContextManager[Callable[[Engine, TrainOptions], TrainResult]]
+        if dask is None:
+            trainers = nullcontext(run_training)
+        else:
+            from app.distributed import commands
+
+            trainers = commands.backtest_trainer(dask)
+        with trainers as trainer:
+            result = run_backtest(
+                engine,
+                options,
+                trainer,
+                on_origin=lambda entry: typer.echo("\n".join(origin_table(entry)), err=True),
+            )
+    except (BacktestError, DaskUnavailable) as exc:
         raise fail(str(exc)) from exc
     finally:
         engine.dispose()

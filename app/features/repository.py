@@ -395,22 +395,46 @@ def asyncpg_statement(scope: Scope) -> tuple[str, tuple[str, ...]]:
     return str(compiled), tuple(compiled.positiontup)
 
 
+#: Customers per offline range (single node and each Dask partition alike).
+CHUNK_CUSTOMERS = 50_000
+
+
+def id_ranges(engine: Engine, chunk_customers: int = CHUNK_CUSTOMERS) -> list[tuple[int, int]]:
+    """[lo, hi) internal customer-id ranges covering every customer, `chunk_customers` ids each."""
+    with engine.connect() as connection:
+        bounds = connection.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
+    if bounds[0] is None:
+        return []
+    lo, top = int(bounds[0]), int(bounds[1])
+    return [(start, start + chunk_customers) for start in range(lo, top + 1, chunk_customers)]
+
+
+def range_features(engine: Engine, as_of: dt.datetime, lo: int, hi: int) -> FeatureMatrix:
+    """Features of the customers with ids in [lo, hi) and an event by `as_of` (id order).
+
+    The same statement as `offline_features`: a Dask worker runs it on its own range.
+    """
+    statement = aggregate_statement(engine.dialect.name, "range")
+    with engine.connect() as connection:
+        rows = connection.execute(statement, {**time_params(as_of), "lo": lo, "hi": hi}).all()
+    if not rows:
+        return FeatureMatrix(
+            as_of, [], np.empty((0, len(FEATURE_NAMES))), np.empty(0), np.empty(0, dtype=np.int64)
+        )
+    return _matrix(rows, as_of)
+
+
 def offline_features(
-    engine: Engine, as_of: dt.datetime, chunk_customers: int = 50_000
+    engine: Engine, as_of: dt.datetime, chunk_customers: int = CHUNK_CUSTOMERS
 ) -> Iterator[FeatureMatrix]:
     """Features of every customer with an event by `as_of`, streamed in customer-id ranges."""
     statement = aggregate_statement(engine.dialect.name, "range")
+    ranges = id_ranges(engine, chunk_customers)
     with engine.connect() as connection:
-        bounds = connection.execute(select(func.min(Customer.id), func.max(Customer.id))).one()
-        if bounds[0] is None:
-            return
-        lo, top = int(bounds[0]), int(bounds[1])
-        while lo <= top:
-            hi = lo + chunk_customers
+        for lo, hi in ranges:
             rows = connection.execute(statement, {**time_params(as_of), "lo": lo, "hi": hi}).all()
             if rows:
                 yield _matrix(rows, as_of)
-            lo = hi
 
 
 def offline_matrix(engine: Engine, as_of: dt.datetime) -> FeatureMatrix:

@@ -137,6 +137,26 @@ class _Writer:
         self.temporary.replace(self.path)
 
 
+def write_file(path: Path, model_version: str, as_of: dt.datetime, scores: Sequence[Score]) -> None:
+    """One file of scores (CSV or Parquet by extension), moved into place when complete."""
+    writer = _Writer(path, model_version, as_of)
+    writer.write(scores)
+    writer.close()
+
+
+class ScoreFile:
+    """A scores file written chunk by chunk (`clv score --dask` into one file)."""
+
+    def __init__(self, path: Path, model_version: str, as_of: dt.datetime) -> None:
+        self._writer = _Writer(path, model_version, as_of)
+
+    def write(self, scores: Sequence[Score]) -> None:
+        self._writer.write(scores)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 def score_all(
     engine: Engine,
     model: LoadedModel,

@@ -164,6 +164,7 @@ def write_artifact(
             "calibration_check": post.calibration_check,
             "nthread": options.threads,
             "xgboost": xgb.__version__,
+            "engine": (extra or {}).get("engine", {"name": "single", "workers": 1}),
         },
         churn_calibration=calibration,
         metrics={},
@@ -181,7 +182,7 @@ def write_artifact(
             "propensity_native": PROPENSITY_NATIVE,
             "report": REPORT,
         },
-        feature_ranges=feature_ranges(clv.split.train.features, churn.split.train.features),
+        feature_ranges=feature_ranges(clv.split.train, churn.split.train),
         validation={
             "method": "out-of-time: fold model on older cutoffs, judged on validation customers "
             "at the latest cutoff; its rounds, CLV scale and Platt calibration are reused by the "
@@ -251,10 +252,9 @@ def write_artifact(
     for name, why in in_time.failures.items():
         say(f"baseline {name} not evaluated: {why}")
 
-    now = panel.at(options.as_of)
-    served = predictor.predict(now.values) if len(now) else None
-    manifest.clv_quantiles = quantiles(served.clv if served else np.empty(0))
-    manifest.churn_quantiles = quantiles(served.churn_probability if served else np.empty(0))
+    served_clv, served_churn = panel.served(options.as_of, predictor)
+    manifest.clv_quantiles = quantiles(served_clv)
+    manifest.churn_quantiles = quantiles(served_churn)
     promoted, reason = decide(
         options.model_dir,
         manifest.metrics_out_of_time,

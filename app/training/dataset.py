@@ -11,7 +11,7 @@ import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import Engine
@@ -92,6 +92,32 @@ class Rows:
     def __len__(self) -> int:
         return len(self.customer_ids)
 
+    def latest_labels(self) -> np.ndarray:
+        """The labels of the latest cutoff's rows."""
+        latest: np.ndarray = self.label[self.cutoff == 0]
+        return latest
+
+    def min_max(self) -> np.ndarray | None:
+        """[min; max] of every feature over the rows (None when there are none)."""
+        if not len(self):
+            return None
+        return np.vstack([self.features.min(axis=0), self.features.max(axis=0)])
+
+
+def bgnbd_share(n: int, limit: int) -> float:
+    """The hash share (of 10,000) that keeps about `limit` of `n` customers (all when n <= limit)."""
+    return 10_000.0 if n <= limit else limit / n * 10_000
+
+
+def bgnbd_sample(customer_ids: list[str], values: np.ndarray, limit: int) -> np.ndarray:
+    """About `limit` rows picked by a hash of the customer id (all of them when fewer)."""
+    if len(values) <= limit:
+        return values
+    share = bgnbd_share(len(values), limit)
+    keep = np.array([hash_share(c, "bgnbd") < share for c in customer_ids], dtype=bool)
+    sample: np.ndarray = values[keep]
+    return sample
+
 
 class Panel:
     """Feature matrices and labels per cutoff, computed once and shared by both targets."""
@@ -107,6 +133,26 @@ class Panel:
         if cutoff not in self.features:
             self.features[cutoff] = offline_matrix(self.engine, cutoff)
         return self.features[cutoff]
+
+    def buyers_at(self, cutoff: dt.datetime) -> int:
+        """Customers with at least one order by `cutoff`."""
+        matrix = self.at(cutoff)
+        return (
+            int((matrix.values[:, FEATURE_NAMES.index("orders")] > 0).sum()) if len(matrix) else 0
+        )
+
+    def sample(self, cutoff: dt.datetime, limit: int) -> np.ndarray:
+        """Features at `cutoff` of about `limit` customers picked by hash (the BG/NBD fit set)."""
+        matrix = self.at(cutoff)
+        return bgnbd_sample(matrix.customer_ids, matrix.values, limit)
+
+    def served(self, cutoff: dt.datetime, predictor: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(CLV, churn probability) `predictor` serves for every customer as of `cutoff`."""
+        matrix = self.at(cutoff)
+        if not len(matrix):
+            return np.empty(0), np.empty(0)
+        predictions = predictor.predict(matrix.values)
+        return predictions.clv, predictions.churn_probability
 
     def window(self, cutoff: dt.datetime, days: int) -> tuple[np.ndarray, np.ndarray]:
         """(net revenue, orders) of each customer of `at(cutoff)` in (cutoff, cutoff + days]."""
@@ -186,13 +232,19 @@ def split_rows(
     split: Split,
     validation_fraction: float,
     seed: int,
+    fold_start: int | Literal["auto"] | None = "auto",
 ) -> Split3:
-    """Holdout / validation customers by hash; the out-of-time fold by cutoff (see Split3)."""
-    holdout = holdout_mask(rows.customer_ids, holdout_fraction, split)
-    validation = validation_mask(rows.customer_ids, validation_fraction, seed) & ~holdout
+    """Holdout / validation customers by hash; the out-of-time fold by cutoff (see Split3).
+
+    `fold_start` is the fold's newest cutoff index when already decided over every row (a Dask
+    partition holds only some of them: app.distributed.rows); "auto" decides it from `rows`.
+    """
+    holdout, validation = split_masks(rows, holdout_fraction, split, validation_fraction, seed)
     latest = rows.cutoff == 0
     fitting = ~holdout & ~validation
-    first = _fold_start(rows, cutoffs, horizon_days, fitting)
+    first = (
+        _fold_start(rows, cutoffs, horizon_days, fitting) if fold_start == "auto" else fold_start
+    )
     if first is None:
         fold_mask, gap = fitting, 0
     else:
@@ -209,6 +261,24 @@ def split_rows(
         holdout=rows.take(holdout & latest),
         gap_days=gap,
     )
+
+
+def split_masks(
+    rows: Rows, holdout_fraction: float, split: Split, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(holdout, validation) masks of rows: stable hashes of the customer ids."""
+    holdout = holdout_mask(rows.customer_ids, holdout_fraction, split)
+    validation = validation_mask(rows.customer_ids, validation_fraction, seed) & ~holdout
+    return holdout, validation
+
+
+def fold_start_from_counts(
+    counts: np.ndarray, cutoffs: list[dt.datetime], horizon_days: int
+) -> int | None:
+    """`_fold_start` from the fitting rows' count per cutoff index (summed over partitions)."""
+    index = np.repeat(np.arange(len(counts)), counts)
+    rows = Rows([], index, np.empty((len(index), 0)), np.empty(len(index)))
+    return _fold_start(rows, cutoffs, horizon_days, np.ones(len(index), dtype=bool))
 
 
 def _fold_start(
@@ -234,11 +304,20 @@ def _fold_start(
     return max(candidates)
 
 
-def feature_ranges(*blocks: np.ndarray) -> dict[str, list[float]]:
-    """[min, max] of every feature over the rows the final models were fitted on."""
-    stacked = np.vstack(blocks)
-    if not len(stacked):
+def feature_ranges(*parts: Any) -> dict[str, list[float]]:
+    """[min, max] of every feature over the rows the final models were fitted on.
+
+    `parts` are feature arrays, `Rows`, or anything with their `min_max()` (rows held by Dask
+    workers: app.distributed.rows).
+    """
+    blocks = [
+        block
+        for block in (part if isinstance(part, np.ndarray) else part.min_max() for part in parts)
+        if block is not None and len(block)
+    ]
+    if not blocks:
         return {}
+    stacked = np.vstack(blocks)
     low, high = stacked.min(axis=0), stacked.max(axis=0)
     return {
         name: [float(lo), float(hi)] for name, lo, hi in zip(FEATURE_NAMES, low, high, strict=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from app.features.definitions import FEATURE_NAMES
 from app.training.dataset import MIN_HISTORY_DAYS, Panel
 from app.training.options import NotEligible, TrainOptions
 
@@ -36,10 +35,8 @@ def check_eligibility(
     horizon = max(options.clv_horizon_days, options.churn_horizon_days)
     history_days = (options.as_of - first).days if first is not None else 0
     latest = cutoffs["clv"][0]
-    matrix = panel.at(latest)
-    buyers = int((matrix.values[:, FEATURE_NAMES.index("orders")] > 0).sum()) if len(matrix) else 0
-    clv_latest = rows["clv"].label[rows["clv"].cutoff == 0]
-    churn_latest = rows["churn"].label[rows["churn"].cutoff == 0]
+    buyers = panel.buyers_at(latest)
+    clv_latest, churn_latest = rows["clv"].latest_labels(), rows["churn"].latest_labels()
     in_window = int((clv_latest > 0).sum())
     churned, stayed = int(churn_latest.sum()), int((churn_latest == 0).sum())
     needed_days = horizon + MIN_HISTORY_DAYS

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.training import baselines, metrics
-from app.training.dataset import Panel, Rows, hash_share
+from app.training.dataset import Panel, Rows
 from app.training.report_scores import EvaluatedModel
 
 #: BG/NBD is fitted on at most this many customers (lifetimes is slow on millions), picked by a
@@ -46,15 +46,6 @@ def score(
         **metrics.clv_metrics(clv_actual, clv),
         **metrics.churn_metrics(churned, churn, churn if probability else None),
     }
-
-
-def _sample(matrix_ids: list[str], values: np.ndarray) -> np.ndarray:
-    if len(values) <= BGNBD_FIT_SAMPLE:
-        return values
-    share = BGNBD_FIT_SAMPLE / len(values) * 10_000
-    keep = np.array([hash_share(c, "bgnbd") < share for c in matrix_ids], dtype=bool)
-    sample: np.ndarray = values[keep]
-    return sample
 
 
 def _quietly(fit: Any, *args: Any) -> Any:
@@ -110,10 +101,9 @@ def evaluate(
     if not with_baselines:
         return out
     try:
-        clv_matrix = panel.at(clv_cutoff)
         bg = _quietly(
             baselines.bg_nbd_gamma_gamma,
-            _sample(clv_matrix.customer_ids, clv_matrix.values),
+            panel.sample(clv_cutoff, BGNBD_FIT_SAMPLE),
             holdout_clv.features,
             clv_days,
             churn_days,
@@ -124,10 +114,9 @@ def evaluate(
             return out
         churn_score = bg.churn_score
         if churn_cutoff != clv_cutoff or holdout_clv.customer_ids != holdout_churn.customer_ids:
-            churn_matrix = panel.at(churn_cutoff)
             bg_churn = _quietly(
                 baselines.bg_nbd_gamma_gamma,
-                _sample(churn_matrix.customer_ids, churn_matrix.values),
+                panel.sample(churn_cutoff, BGNBD_FIT_SAMPLE),
                 holdout_churn.features,
                 clv_days,
                 churn_days,

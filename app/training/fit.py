@@ -123,7 +123,7 @@ def fit_early_stopping(
         callbacks=[_Rounds(name, MAX_ROUNDS, progress)],
     )
     rounds = max(booster.best_iteration + 1, MIN_ROUNDS)
-    return _trim(booster, rounds), rounds
+    return trim(booster, rounds), rounds
 
 
 def fit_rounds(
@@ -137,10 +137,11 @@ def fit_rounds(
         verbose_eval=False,
         callbacks=[_Rounds(name, rounds, progress)],
     )
-    return _trim(booster, rounds)
+    return trim(booster, rounds)
 
 
-def _trim(booster: xgb.Booster, rounds: int) -> xgb.Booster:
+def trim(booster: xgb.Booster, rounds: int) -> xgb.Booster:
+    """The first `rounds` trees, single-threaded for export."""
     # Keep only the chosen trees, so ONNX and native agree without iteration_range.
     trimmed = booster[: min(rounds, booster.num_boosted_rounds())]
     trimmed.set_param({"nthread": 1})

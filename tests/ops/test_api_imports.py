@@ -1,4 +1,5 @@
-"""The API process imports no training-only library (the `train` extra), nor xgboost at start."""
+"""The API process imports no training-only library (the `train` and `dask` extras), nor xgboost
+at start."""
 
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ TRAINING_ONLY = (
     "app.training.assemble",
     "app.training.refit",
     "app.training.backtest",
+    # Extra `dask` (issue 13): offline work on a cluster only.
+    "dask",
+    "distributed",
+    "app.distributed",
 )
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_import_app_main_pulls_no_training_library() -> None:
     probe = (
-        "import json, sys, app.main, sklearn, matplotlib, skl2onnx; "
+        "import json, sys, app.main, sklearn, matplotlib, skl2onnx, dask.distributed; "
         "print(json.dumps(sorted(sys.modules)))"
     )
     # The probe first proves the extra is installed here (else the test would prove nothing)...
