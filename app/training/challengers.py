@@ -11,6 +11,9 @@ of raw heavy-tailed revenue extrapolates wildly. The graph maps the margin back 
 multiplies it by a smearing factor (training total / total of the back-transformed fit), so the
 exported model is in currency and its training total matches the labels'.
 
+Just over 400 lines: both families' fit, out-of-time choice and export share one option set and
+one parity check; the graph building already lives in app.training.challenger_graph.
+
 Champion selection is out of time: every family's fold model (older cutoffs only) is scored on
 the holdout customers at the latest cutoff, like XGBoost's `metrics_out_of_time["model"]`, and
 per target the best family there serves (app.training.train, `--challengers`).
