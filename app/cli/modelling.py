@@ -23,6 +23,16 @@ class SplitMethod(StrEnum):
     protocol_a = "protocol-a"
 
 
+#: `--dask` of train, score and backtest (docs/dask.md).
+DaskSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
+    ),
+]
+
+
 def train(
     as_of: Annotated[
         str,
@@ -72,13 +82,7 @@ def train(
             "per target the best out of time serves.",
         ),
     ] = False,
-    dask: Annotated[
-        str | None,
-        typer.Option(
-            "--dask",
-            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
-        ),
-    ] = None,
+    dask: DaskSpec = None,
 ) -> None:
     """Train CLV + churn models from the event history, export ONNX, evaluate, promote if not worse."""
     from app.db import create_sync_engine
@@ -148,13 +152,7 @@ def score(
     model_dir: Annotated[
         Path | None, typer.Option(help="Model directory (default CLV_MODEL_DIR).")
     ] = None,
-    dask: Annotated[
-        str | None,
-        typer.Option(
-            "--dask",
-            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
-        ),
-    ] = None,
+    dask: DaskSpec = None,
 ) -> None:
     """Score every customer as of T with the current model: CSV/Parquet and/or a stored run."""
     from app.alerts.service import ScoreRunRecorder
@@ -247,13 +245,7 @@ def backtest(
             "--allow-partial-window", help="Allow label windows past the last stored order."
         ),
     ] = False,
-    dask: Annotated[
-        str | None,
-        typer.Option(
-            "--dask",
-            help="Run on Dask: local (2 workers), local:N or tcp://scheduler:8786 (docs/dask.md).",
-        ),
-    ] = None,
+    dask: DaskSpec = None,
 ) -> None:
     """Rolling-origin out-of-time backtest: train at each origin, score the next H days, vs baselines."""
     import json

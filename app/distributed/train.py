@@ -100,20 +100,15 @@ def train_on_dask(
     code. Challengers (scikit-learn on in-memory rows) are single-node only.
     """
     import dataclasses
-    import os
-    import secrets
-    import shutil
     import sys
     import time
 
-    from app.artifacts import promote, read_manifest
-    from app.training.assemble import write_artifact
-    from app.training.calibration import choose_calibration, clv_scale, fit_intervals
     from app.training.dataset import training_cutoffs
     from app.training.eligibility import check_eligibility
-    from app.training.options import TrainingFailed, TrainResult
-    from app.training.refit import Fitted, PostProcessing
+    from app.training.options import TrainingFailed
+    from app.training.refit import Fitted
     from app.training.repository import data_fingerprint
+    from app.training.train import finish_training
 
     if options.challengers:
         raise TrainingFailed("--challengers is single-node only: drop it or --dask")
@@ -184,46 +179,13 @@ def train_on_dask(
             fold_holdout=fold_holdout,
             final=final,
         )
-    clv, churn = fitted["clv"], fitted["churn"]
-    out_of_time_scale = clv_scale(clv.fold_validation, clv.split.validation.label)
-    scale = out_of_time_scale if clv.split.gap_days >= options.clv_horizon_days else 1.0
-    calibration, calibration_check = choose_calibration(
-        churn.fold_validation, churn.split.validation.label, churn.split.validation.customer_ids
-    )
-    intervals = fit_intervals(
-        np.maximum(clv.fold_validation * scale, 0.0), clv.split.validation.label, clv.split.gap_days
-    )
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    version = f"{created:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    options.model_dir.mkdir(parents=True, exist_ok=True)
-    building = options.model_dir / f".building-{version}"
-    building.mkdir()
-    try:
-        promoted, reason = write_artifact(
-            building,
-            version,
-            created,
-            options,
-            panel,  # type: ignore[arg-type]
-            cutoffs,
-            data,
-            fitted,
-            PostProcessing(scale, out_of_time_scale, calibration, calibration_check),
-            started,
-            say,
-            {
-                "clv_intervals": intervals,
-                "eligibility": eligibility,
-                "engine": cluster.describe(),
-            },
-        )
-        directory = options.model_dir / version
-        os.replace(building, directory)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
-    if promoted and options.promote:
-        promote(options.model_dir, version)
-    return TrainResult(
-        directory=directory, manifest=read_manifest(directory), promoted=promoted, reason=reason
+    return finish_training(
+        options,
+        panel,
+        cutoffs,
+        data,
+        fitted,
+        started,
+        say,
+        {"eligibility": eligibility, "engine": cluster.describe()},
     )

@@ -20,6 +20,8 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -39,7 +41,7 @@ from app.training.dataset import (
 )
 from app.training.eligibility import check_eligibility
 from app.training.options import TrainingFailed, TrainOptions, TrainResult
-from app.training.refit import PostProcessing, fit_target
+from app.training.refit import Fitted, PostProcessing, fit_target
 from app.training.repository import data_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,24 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
         f"out-of-time gap {splits['clv'].gap_days} / {splits['churn'].gap_days} days"
     )
     fitted = {target: fit_target(target, splits[target], options) for target in splits}
+    return finish_training(
+        options, panel, cutoffs, data, fitted, started, say, {"eligibility": eligibility}
+    )
+
+
+def finish_training(
+    options: TrainOptions,
+    panel: Any,
+    cutoffs: dict[str, list[dt.datetime]],
+    data: dict[str, Any],
+    fitted: dict[str, Fitted],
+    started: float,
+    say: Callable[[str], object],
+    extra: dict[str, Any],
+) -> TrainResult:
+    """After fitting, the same on one node and on Dask: the fold's level correction, churn
+    calibration and CLV intervals, then the artifact written under a temporary name, renamed when
+    complete, and promoted if not worse. `panel` is a Panel or the Dask panel (same methods)."""
     clv, churn = fitted["clv"], fitted["churn"]
     # The fold's level correction is applied only when the fold replays the serving gap (a
     # shorter gap measured over other seasons says little about the next H days).
@@ -124,7 +144,7 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
             PostProcessing(scale, out_of_time_scale, calibration, calibration_check),
             started,
             say,
-            {"clv_intervals": intervals, "eligibility": eligibility},
+            {"clv_intervals": intervals, **extra},
         )
         directory = options.model_dir / version
         os.replace(building, directory)
