@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.common import fail, parse_instant
+from app.cli.common import current_model, fail, parse_instant
 from app.config import get_settings
 
 if TYPE_CHECKING:
@@ -156,11 +156,9 @@ def score(
 ) -> None:
     """Score every customer as of T with the current model: CSV/Parquet and/or a stored run."""
     from app.alerts.service import ScoreRunRecorder
-    from app.artifacts import current_directory
     from app.db import create_sync_engine
     from app.distributed.cluster import DaskUnavailable
     from app.scoring.batch import score_all
-    from app.scoring.registry import load_model
 
     moment = parse_instant(as_of) if as_of else dt.datetime.now(dt.UTC)
     if out is None and not store:
@@ -170,15 +168,7 @@ def score(
     if dask is None and out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise fail(f"{out}: the output must end in .csv or .parquet")
     settings = get_settings()
-    directory = current_directory(model_dir or settings.model_dir)
-    if directory is None:
-        raise fail(
-            f"no model: {(model_dir or settings.model_dir) / 'current'} does not exist; run `clv train`"
-        )
-    try:
-        model = load_model(directory, threads=settings.onnx_threads, currency=settings.currency)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    model = current_model(model_dir, settings)
     engine = create_sync_engine(settings)
     try:
         if dask is not None and out is not None:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.common import fail, parse_instant
+from app.cli.common import current_model, fail, parse_instant
 from app.config import get_settings
 
 
@@ -27,21 +27,11 @@ def rescore(
     Meant for a nightly cron line or a compose service; safe to run once by hand.
     """
     from app.alerts.service import ScoreRunRecorder
-    from app.artifacts import current_directory
     from app.db import create_sync_engine
     from app.scoring.batch import score_all
-    from app.scoring.registry import load_model
 
     settings = get_settings()
-    directory = current_directory(model_dir or settings.model_dir)
-    if directory is None:
-        raise fail(
-            f"no model: {(model_dir or settings.model_dir) / 'current'} does not exist; run `clv train`"
-        )
-    try:
-        model = load_model(directory, threads=settings.onnx_threads)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    model = current_model(model_dir, settings)
     instant = parse_instant(as_of) if as_of else dt.datetime.now(dt.UTC)
     engine = create_sync_engine(settings)
     try:

@@ -32,6 +32,7 @@ from app.training.dataset import (
     Split3,
     bgnbd_share,
     fold_start_from_counts,
+    split_rows,
 )
 
 
@@ -180,7 +181,7 @@ class DaskPanel:
         first = fold_start_from_counts(total, cutoffs, horizon_days)
         gap = 0 if first is None else (cutoffs[0] - cutoffs[first]).days
         splits = rows.derive(
-            tasks.partition_split,
+            split_rows,  # fold_start (decided over all partitions) is its 8th argument
             cutoffs,
             horizon_days,
             holdout_fraction,

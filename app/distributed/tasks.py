@@ -33,7 +33,6 @@ from app.training.dataset import (
     orders_label,
     propensity_label,
     split_masks,
-    split_rows,
 )
 from app.training.repository import content_sum, range_labels
 
@@ -172,29 +171,6 @@ def fitting_counts(
     holdout, validation = split_masks(rows, holdout_fraction, split, validation_fraction, seed)
     counts: np.ndarray = np.bincount(rows.cutoff[~holdout & ~validation], minlength=n_cutoffs)
     return counts
-
-
-def partition_split(
-    rows: Rows,
-    cutoffs: list[dt.datetime],
-    horizon_days: int,
-    holdout_fraction: float,
-    split: Split,
-    validation_fraction: float,
-    seed: int,
-    fold_start: int | None,
-) -> Split3:
-    """`split_rows` on one partition, with the fold start decided over all partitions."""
-    return split_rows(
-        rows,
-        cutoffs,
-        horizon_days,
-        holdout_fraction,
-        split,
-        validation_fraction,
-        seed,
-        fold_start=fold_start,
-    )
 
 
 def part_of(split: Split3, name: str) -> Rows:
