@@ -222,7 +222,8 @@ def measure(url: str, args: argparse.Namespace, load_seconds: float | None) -> N
     """Every command, single node and Dask; the section of BENCHMARKS.md, rewritten after each
     command (a long run interrupted still leaves what it measured).
 
-    Scoring runs first, with the shipped default model (models/), so it needs no training run.
+    Training runs first (the slowest and most memory-hungry commands); scoring uses the shipped
+    default model (models/), so it needs no training run.
     """
     work = Path(tempfile.mkdtemp(prefix="clv-bench-dask-"))
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -242,9 +243,35 @@ def measure(url: str, args: argparse.Namespace, load_seconds: float | None) -> N
 
     env = {"CLV_DATABASE_URL": url, "CLV_MODEL_DIR": str(ROOT / "models")}
     as_of = ["--as-of", END.date().isoformat()]
+    train = ["train", "--as-of", END.date().isoformat(), "--stack", str(args.stack)]
+    train += ["--no-baselines", "--force"]
+    for name, extra in (
+        ("`clv train` single node", []),
+        ("`clv train --dask local`", ["--dask", "local"]),
+    ):
+        model_env = {**env, "CLV_MODEL_DIR": str(work / f"models-{len(rows)}")}
+        rows.append((name, run(model_env, *train, *extra)))
+        publish()
     single_out, file_out, parts_out = work / "single.parquet", work / "dask.parquet", work / "parts"
     rows.append(("`clv score` single node", run(env, "score", *as_of, "--out", str(single_out))))
     publish()
+    remote_out = work / "remote"
+    with remote_cluster(env):
+        time.sleep(5)
+        measured = run(env, "score", *as_of, "--out", str(remote_out), "--dask", SCHEDULER)
+        measured["workers"] = remote_workers_memory()
+        rows.append((f"`clv score --dask {SCHEDULER}` (partitions)", measured))
+        notes["remote"] = (
+            "Remote scheduler's partitions identical to single node: "
+            f"**{same_scores(single_out, remote_out)}**."
+        )
+        publish()
+        if not args.no_remote_train:
+            remote_env = {**env, "CLV_MODEL_DIR": str(work / "models-remote")}
+            measured = run(remote_env, *train, "--dask", SCHEDULER)
+            measured["workers"] = remote_workers_memory()
+            rows.append((f"`clv train --dask {SCHEDULER}`", measured))
+            publish()
     rows.append(
         (
             "`clv score --dask local` (one file)",
@@ -263,32 +290,6 @@ def measure(url: str, args: argparse.Namespace, load_seconds: float | None) -> N
         f"vs partitions: **{same_scores(single_out, file_out, parts_out)}**."
     )
     publish()
-    remote_out = work / "remote"
-    train = ["train", "--as-of", END.date().isoformat(), "--stack", str(args.stack)]
-    train += ["--no-baselines", "--force"]
-    with remote_cluster(env):
-        time.sleep(5)
-        measured = run(env, "score", *as_of, "--out", str(remote_out), "--dask", SCHEDULER)
-        measured["workers"] = remote_workers_memory()
-        rows.append((f"`clv score --dask {SCHEDULER}` (partitions)", measured))
-        notes["remote"] = (
-            "Remote scheduler's partitions identical to single node: "
-            f"**{same_scores(single_out, remote_out)}**."
-        )
-        publish()
-        if not args.no_remote_train:
-            remote_env = {**env, "CLV_MODEL_DIR": str(work / "models-remote")}
-            measured = run(remote_env, *train, "--dask", SCHEDULER)
-            measured["workers"] = remote_workers_memory()
-            rows.append((f"`clv train --dask {SCHEDULER}`", measured))
-            publish()
-    for name, extra in (
-        ("`clv train` single node", []),
-        ("`clv train --dask local`", ["--dask", "local"]),
-    ):
-        model_env = {**env, "CLV_MODEL_DIR": str(work / f"models-{len(rows)}")}
-        rows.append((name, run(model_env, *train, *extra)))
-        publish()
     shutil.rmtree(work, ignore_errors=True)
 
 
