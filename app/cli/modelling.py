@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from app.cli.common import current_model, fail, parse_instant
 from app.config import get_settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
 
 
 class SplitMethod(StrEnum):
@@ -243,10 +239,9 @@ def backtest(
 
     from app.db import create_sync_engine
     from app.distributed.cluster import DaskUnavailable
-    from app.training.backtest import run_backtest
+    from app.training.backtest import OriginReader, Trainer, read_origin, run_backtest
     from app.training.backtest_plan import BacktestError, BacktestOptions
     from app.training.backtest_tables import origin_table, text_table, write_html
-    from app.training.options import TrainOptions, TrainResult
     from app.training.train import train as run_training
 
     settings = get_settings()
@@ -268,19 +263,20 @@ def backtest(
         raise fail("--challengers is single-node only: drop it or --dask")
     engine = create_sync_engine(settings)
     try:
-        trainers: AbstractContextManager[Callable[[Engine, TrainOptions], TrainResult]]
+        parts: AbstractContextManager[tuple[Trainer, OriginReader]]
         if dask is None:
-            trainers = nullcontext(run_training)
+            parts = nullcontext((run_training, read_origin))
         else:
             from app.distributed import commands
 
-            trainers = commands.backtest_trainer(dask)
-        with trainers as trainer:
+            parts = commands.backtest_parts(dask)
+        with parts as (trainer, reader):
             result = run_backtest(
                 engine,
                 options,
                 trainer,
                 on_origin=lambda entry: typer.echo("\n".join(origin_table(entry)), err=True),
+                reader=reader,
             )
     except (BacktestError, DaskUnavailable) as exc:
         raise fail(str(exc)) from exc

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Engine
 
@@ -19,7 +19,10 @@ from app.config import Settings
 from app.distributed.cluster import DaskUnavailable, connect
 from app.training.options import TrainOptions, TrainResult
 
-__all__ = ["HELP", "DaskUnavailable", "backtest_trainer", "score", "train"]
+if TYPE_CHECKING:
+    from app.training.backtest import OriginReader
+
+__all__ = ["HELP", "BacktestParts", "DaskUnavailable", "backtest_parts", "score", "train"]
 
 HELP = (
     "Run on Dask: local (2 worker processes), local:N, or a scheduler address "
@@ -49,10 +52,18 @@ def score(
         return score_on_dask(cluster, engine, model, settings, as_of, out)
 
 
+class BacktestParts(NamedTuple):
+    """What `run_backtest` takes from a cluster: its trainer and its origin reader."""
+
+    trainer: Callable[[Engine, TrainOptions], TrainResult]
+    reader: OriginReader
+
+
 @contextmanager
-def backtest_trainer(spec: str) -> Iterator[Callable[[Engine, TrainOptions], TrainResult]]:
-    """A trainer for `run_backtest` that trains every origin on one cluster (the origins'
-    features for scoring and the baselines are still read by the command)."""
+def backtest_parts(spec: str) -> Iterator[BacktestParts]:
+    """One cluster for the whole backtest: every origin trained on it (`train_on_dask`), and
+    every origin's features and window labels read on its workers (`origin_reader`)."""
+    from app.distributed.backtest import origin_reader
     from app.distributed.train import train_on_dask
 
     with connect(spec) as cluster:
@@ -63,4 +74,4 @@ def backtest_trainer(spec: str) -> Iterator[Callable[[Engine, TrainOptions], Tra
             )
             return result
 
-        yield trainer
+        yield BacktestParts(trainer, origin_reader(cluster))

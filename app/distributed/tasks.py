@@ -114,6 +114,19 @@ def score_range(
     return len(scores)
 
 
+def origin_range(
+    database_url: str, origin: dt.datetime, windows: Sequence[int], lo: int, hi: int
+) -> tuple[FeatureMatrix, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """A backtest origin's features and window labels for the customers in [lo, hi) (external-id
+    order), as `app.training.backtest.read_origin` reads them for everyone."""
+    engine = worker_engine(database_url)
+    matrix = _by_external_id(range_features(engine, origin, lo, hi))
+    return matrix, {
+        days: range_labels(engine, origin, days, matrix.customer_ids, lo, hi)
+        for days in set(windows)
+    }
+
+
 # --------------------------------------------------------------------------------- training
 
 #: target -> (cutoffs newest first, label window in days, label name)

@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import Engine
 
 from app.artifacts import CHURN_ONNX, CLV_ONNX
-from app.features.repository import offline_matrix
+from app.features.repository import FeatureMatrix, offline_matrix
 from app.scoring.predictor import Predictor
 from app.training.backtest_baselines import bg_nbd_baseline, recency_heuristic, spend_rate_heuristic
 from app.training.backtest_plan import CHALLENGER_METHODS, METHODS, BacktestOptions, check_windows
@@ -37,6 +37,22 @@ from app.training.repository import window_labels
 from app.training.train import train
 
 Trainer = Callable[[Engine, TrainOptions], TrainResult]
+#: window length in days -> (net revenue floored at 0, order count) per customer of the matrix
+Windows = dict[int, tuple[np.ndarray, np.ndarray]]
+#: What an origin reads: every customer's features at the origin (external-id order) and the
+#: labels of the windows that follow it. Single node: read_origin; on Dask:
+#: app.distributed.backtest.origin_reader (the same statements, run per id range on the workers).
+OriginReader = Callable[[Engine, dt.datetime, Sequence[int]], tuple[FeatureMatrix, Windows]]
+
+
+def read_origin(
+    engine: Engine, origin: dt.datetime, windows: Sequence[int]
+) -> tuple[FeatureMatrix, Windows]:
+    """`OriginReader` of one process: `offline_matrix` and `window_labels`."""
+    matrix = offline_matrix(engine, origin)
+    return matrix, {
+        days: window_labels(engine, origin, days, matrix.customer_ids) for days in set(windows)
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -136,10 +152,18 @@ def _challenger_scores(
 
 
 def run_origin(
-    engine: Engine, options: BacktestOptions, origin: dt.datetime, trainer: Trainer = train
+    engine: Engine,
+    options: BacktestOptions,
+    origin: dt.datetime,
+    trainer: Trainer = train,
+    reader: OriginReader = read_origin,
 ) -> dict[str, Any]:
     """Train, score, label and evaluate every method at one origin."""
-    matrix = offline_matrix(engine, origin)
+    matrix, labels = reader(
+        engine,
+        origin,
+        (options.clv_horizon_days, options.churn_horizon_days, options.propensity_days),
+    )
     entry: dict[str, Any] = {
         "origin": origin.isoformat(),
         "customers": len(matrix),
@@ -149,12 +173,9 @@ def run_origin(
     if not len(matrix):
         entry["methods"] = {m: {"status": "failed", "reason": "no customers"} for m in METHODS}
         return entry
-    clv_actual, orders_actual = window_labels(
-        engine, origin, options.clv_horizon_days, matrix.customer_ids
-    )
-    _, churn_orders = window_labels(engine, origin, options.churn_horizon_days, matrix.customer_ids)
-    churned = (churn_orders == 0).astype(np.float64)
-    _, soon = window_labels(engine, origin, options.propensity_days, matrix.customer_ids)
+    clv_actual, orders_actual = labels[options.clv_horizon_days]
+    churned = (labels[options.churn_horizon_days][1] == 0).astype(np.float64)
+    soon = labels[options.propensity_days][1]
     bought = (soon > 0).astype(np.float64)
     entry["propensity_window_end"] = (
         origin + dt.timedelta(days=options.propensity_days)
@@ -211,13 +232,18 @@ def run_backtest(
     options: BacktestOptions,
     trainer: Trainer = train,
     on_origin: Callable[[dict[str, Any]], None] | None = None,
+    reader: OriginReader = read_origin,
 ) -> dict[str, Any]:
-    """All origins, their averages and the verdict, as a JSON-able dict (`run` holds timings)."""
+    """All origins, their averages and the verdict, as a JSON-able dict (`run` holds timings).
+
+    `trainer` trains the model at an origin and `reader` reads the origin's features and labels:
+    `clv backtest --dask` passes the Dask ones (app.distributed.commands.backtest_parts).
+    """
     check_windows(engine, options)
     started = time.perf_counter()
     entries = []
     for origin in options.origin_list():
-        entry = run_origin(engine, options, origin, trainer)
+        entry = run_origin(engine, options, origin, trainer, reader)
         entries.append(entry)
         if on_origin is not None:
             on_origin(entry)
