@@ -34,6 +34,7 @@ from sqlalchemy import create_engine
 
 import app.training.calibration as calibration_module
 import app.training.intervals as intervals_module
+from app.features.definitions import parse_as_of
 from app.features.repository import offline_matrix
 from app.scoring.predictor import Predictor, clv_interval
 from app.training.intervals import interval_summary
@@ -108,7 +109,7 @@ def run(data: DataSet, threads: int) -> dict[str, Any]:
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
         try:
             for text, standard in origins_of(data):
-                origin = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+                origin = parse_as_of(text)  # end of that UTC day, as `clv backtest` reads it
                 matrix = offline_matrix(engine, origin)
                 actual, _ = window_labels(engine, origin, data.horizon_days, matrix.customer_ids)
                 _seen.clear()
