@@ -3,9 +3,9 @@ driven over loopback by `bench.loadgen` in a separate process.
 
 Measured in one run: /healthz saturation (the baseline), single-prediction saturation and latency
 at a fixed 500 req/s, a heavy customer (10,000 events) and ordinary ones at the same rate, batch
-predictions of 1,000 customers,
-POST /v1/events?score=true at 200 req/s, and `clv score` over every customer; then single
-predictions on one worker and, right after, on `clv serve --workers N` (default 2).
+predictions of 1,000 customers, POST /v1/events?score=true at 200 req/s, and `clv score` over
+every customer; then single predictions on one worker and, right after, on `clv serve --workers N`
+(default 2).
 
     .venv/bin/python -m bench.scoring [--customers 100000] [--workers 2]
 """
