@@ -3,7 +3,8 @@
 Loads synthetic customers plus the heavy customer of `bench.scoring` into a fresh database (or
 uses `--database-url`), trains a model (or uses `--model-dir`), then starts one `clv serve`
 worker per revision: this checkout and `--baseline` (a `git archive` of it in a temporary
-directory, run by the same interpreter). Each round drives every worker with `bench.loadgen`
+directory, run by the same interpreter) and `--revision` (default HEAD, so the figures are those
+of committed code). Each round drives every worker with `bench.loadgen`
 (32 connections, saturation), `/healthz` then single predictions of random customers,
 revision order alternating between rounds. Besides req/s it records the worker's own CPU time
 per answered request (`/proc/<pid>/stat` utime+stime over the run / requests), which a busy
@@ -75,6 +76,17 @@ def checkout(revision: str, into: Path) -> Path:
     return into
 
 
+def short(revision: str) -> str:
+    """The abbreviated commit id of a revision."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", revision],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 @contextmanager
 def worker(directory: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """`clv serve` (one worker, in-process) from `directory`'s code; (base URL, pid)."""
@@ -117,6 +129,7 @@ def drive(base: str, pid: int, requests: Path, key: str, **options: object) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default="main", help="git revision to compare against")
+    parser.add_argument("--revision", default="HEAD", help="git revision measured against it")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--database-url", help="an already loaded and migrated database")
     parser.add_argument("--model-dir", help="an artifact directory (with `current`) to serve")
@@ -166,16 +179,9 @@ def main() -> None:
                 for i in [*ids, HEAVY]
             )
         )
-        base_rev = subprocess.run(
-            ["git", "rev-parse", "--short", args.baseline],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
         revisions = {
-            f"{args.baseline} ({base_rev})": checkout(args.baseline, work / "baseline"),
-            "this branch": ROOT,
+            f"{label} ({short(rev)})": checkout(rev, work / label)
+            for label, rev in (("baseline", args.baseline), ("branch", args.revision))
         }
         servers = {
             name: stack.enter_context(worker(directory, env))
@@ -238,12 +244,16 @@ def main() -> None:
             f"| {1 / statistics.median(ratios(name, 'cpu_us')):.3f} | {bad} |"
         )
     gain = med(baseline, "prediction", "cpu_us") / med(branch, "prediction", "cpu_us")
+    base_cpu, branch_cpu = (
+        med(baseline, "prediction", "cpu_us"),
+        med(branch, "prediction", "cpu_us"),
+    )
     rows += [
         "",
         "Medians over the rounds; the ratios are medians of the per-round ratios (same worker, "
         "back to back). CPU per prediction, "
-        f"{baseline} / this branch: **{gain:.2f}x** "
-        f"({med(baseline, 'prediction', 'cpu_us'):,.0f} -> {med(branch, 'prediction', 'cpu_us'):,.0f} µs).",
+        f"{baseline} / {branch}: **{gain:.2f}x** ({base_cpu:,.0f} -> {branch_cpu:,.0f} µs, "
+        f"{100 * (1 - branch_cpu / base_cpu):.0f} % less).",
         "",
         f"Single predictions at a fixed rate (open loop, {args.rate_duration:.0f} s each, latency "
         "from the scheduled send time):",
