@@ -27,7 +27,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,37 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
+from app.features.repository import (
+    FeatureMatrix,
+    _matrix,
+    _one_row,
+    aggregate_statement,
+    time_params,
+)
 from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
 from bench.scoring import HEAVY, heavy_customer
 from tests.server import free_port, serve_command, stop_process, wait_healthy
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+CHANGES = """What the branch changes on the single-prediction path (after the first pass, "Per-request
+overhead of a single prediction" above), found by profiling a worker at saturation (py-spy) and
+an in-process loop over the ASGI app (cProfile, `time.process_time`):
+
+- One customer's feature vector on Python floats (`compute_features_one`) instead of numpy on a
+  one-row matrix: the same IEEE operations in the same order, compared byte for byte with
+  `compute_features` by `tests/features/test_scalar_features.py` and by the online = offline
+  tests (PostgreSQL and SQLite); the feature fingerprint, hence every artifact, is unchanged.
+  Its CPU in isolation is in the last table below.
+- `PredictionRoute`: a request without a query string and with a plain customer id skips
+  FastAPI's `solve_dependencies` (the same auth dependency and endpoint are called directly);
+  anything else goes through FastAPI, so errors and the OpenAPI document are unchanged (the
+  latter compared byte for byte with main's).
+- Left as they were, each a few per cent of the request or less in the profiles: the ONNX call,
+  the post-processing and the response model, the metrics; and not changed: the asyncpg round
+  trip (its client CPU is mostly encoding the 30 window and day parameters), Starlette routing
+  and the middlewares, uvicorn and the socket writes, which `/healthz` pays too.
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,6 +152,33 @@ def drive(base: str, pid: int, requests: Path, key: str, **options: object) -> d
     return summary
 
 
+def feature_cpu(url: str, customers: int = 500, repeats: int = 5) -> dict[str, float]:
+    """CPU µs per customer of one customer's features from its SQL row: numpy on a one-row
+    matrix (`_matrix`, before) and Python floats (`_one_row`); best of `repeats` passes."""
+    as_of = dt.datetime.now(dt.UTC)
+    engine = create_sync_engine(Settings(database_url=url))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            aggregate_statement("postgresql", "range"),
+            {**time_params(as_of), "lo": 0, "hi": 2**62},
+        ).all()[:customers]
+    engine.dispose()
+    paths: dict[str, Callable[[Any, dt.datetime], FeatureMatrix]] = {
+        "numpy one-row matrix": lambda row, moment: _matrix([row], moment),
+        "Python floats": _one_row,
+    }
+    out = {}
+    for name, one in paths.items():
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.process_time()
+            for row in rows:
+                one(row, as_of)
+            best = min(best, (time.process_time() - started) / len(rows) * 1e6)
+        out[name] = best
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default="main", help="git revision to compare against")
@@ -202,6 +255,7 @@ def main() -> None:
                     )  # fmt: skip
                     saturation.setdefault((name, what), []).append(result)
                     print(round_, name, what, result, file=sys.stderr)
+        features = feature_cpu(url)
         rates = [float(r) for r in args.rates.split(",") if r]
         fixed: dict[tuple[str, float], dict[str, Any]] = {}
         for rate in rates:
@@ -268,8 +322,18 @@ def main() -> None:
                 f"| {rate:,.0f} | {name} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
                 f"| {r['p99_ms']:.1f} | {r['bad']} |"
             )
+    rows += [
+        "",
+        "One customer's features from its SQL row, in-process (500 customers, best of 5 passes):",
+        "",
+        "| Path | CPU µs per customer |",
+        "|---|---:|",
+        *(f"| {name} | {us:,.1f} |" for name, us in features.items()),
+    ]
     body = (
         header(f"python -m bench.prediction_overhead {' '.join(sys.argv[1:])}")
+        + "\n"
+        + CHANGES
         + "\n"
         + "\n".join(rows)
     )
