@@ -117,6 +117,7 @@ class PredictionRoute(APIRoute):
         route = context if context is not None and context.original_route is self else self
         if not shortcut_applies(route.dependant):
             return general
+
         async def handler(request: Request) -> Response:
             customer_id = request.path_params.get("customer_id")
             if (
