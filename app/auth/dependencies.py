@@ -66,7 +66,9 @@ def require_scope(principal: Principal, scope: Scope) -> None:
 
 
 EventsWriter = Annotated[Principal, Depends(require(Scope.events_write))]
-PredictionsReader = Annotated[Principal, Depends(require(Scope.predictions_read))]
+#: The dependency behind `PredictionsReader`, callable directly (the prediction route's fast path).
+predictions_reader = require(Scope.predictions_read)
+PredictionsReader = Annotated[Principal, Depends(predictions_reader)]
 CustomerEraser = Annotated[Principal, Depends(require(Scope.customers_erase))]
 Admin = Annotated[Principal, Depends(require(Scope.admin))]
 WebhooksAdmin = Annotated[Principal, Depends(require(Scope.webhooks_admin))]

@@ -20,7 +20,9 @@ Every feature has a defined value for customers without orders (stated in `no_or
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import math
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,6 +215,112 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
     for i, name in enumerate(FEATURE_NAMES):
         out[:, i] = columns[name]
     return out
+
+
+_MAX_FLOAT = sys.float_info.max
+_NAN = float("nan")
+
+
+def _nz(x: float) -> float:
+    """np.nan_to_num of one float: NaN -> 0, +-inf -> +-max."""
+    if x != x:
+        return 0.0
+    if x == math.inf:
+        return _MAX_FLOAT
+    if x == -math.inf:
+        return -_MAX_FLOAT
+    return x
+
+
+def _max(a: float, b: float) -> float:
+    """np.maximum of two floats: NaN from either side wins, and b on a tie (-0.0 vs 0.0)."""
+    return a if (a > b or a != a) else b
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else 0.0
+
+
+def compute_features_one(agg: Sequence[float | None], as_of: dt.datetime) -> list[float]:
+    """`compute_features` for one customer on Python floats (the online hot path).
+
+    `agg` holds the `AGGREGATES` values in order (None = NULL). The same IEEE operations in the
+    same order as the numpy version (+ - * / and sqrt are correctly rounded in both; `x**2` is
+    numpy's `x*x`), so the vector is bit for bit the one `compute_features` gives for that row:
+    tests/features/test_scalar_features.py checks it on edge cases and random rows, and the
+    online = offline tests run it against the offline matrix. A numpy one-row matrix costs about
+    ten times as much CPU, a sixth of a prediction request.
+    """
+    (
+        _n_events, active_days, n_refunds, first_event_epoch, last_event_epoch,
+        last_activity_epoch, n_orders, n_order_days, first_order_epoch, last_order_epoch,
+        first_order_day, last_order_day, gross_cents, refund_cents, first_day_cents,
+        last_day_cents, max_day_cents, gap_sumsq, orders_30, orders_90, orders_180, orders_365,
+        revenue_cents_30, revenue_cents_90, revenue_cents_180, revenue_cents_365,
+        revenue_cents_prev90, order_days_90, order_days_prev90, sessions_30, sessions_90,
+        product_views_30, product_views_90, carts_30, carts_90, n_carts,
+    ) = (_NAN if v is None else float(v) for v in agg)  # fmt: skip
+    now = epoch_seconds(as_of)
+    has_orders = n_orders > 0
+    timed = first_event_epoch == first_event_epoch  # not NaN
+    tenure = (now - _nz(first_event_epoch)) / SECONDS_PER_DAY if timed else 0.0
+    recency = (now - last_order_epoch) / SECONDS_PER_DAY if has_orders else tenure
+    order_age = (now - first_order_epoch) / SECONDS_PER_DAY if has_orders else 0.0
+    order_days = n_order_days
+    span = last_order_day - first_order_day if has_orders else 0.0
+    gaps = _max(order_days - 1, 0.0)
+    gap_mean = _ratio(span, gaps)
+    gap_var = _max(_ratio(_nz(gap_sumsq), gaps) - gap_mean * gap_mean, 0.0)
+    gross = gross_cents / 100
+    refunded = refund_cents / 100
+    last_activity = (
+        last_event_epoch if last_activity_epoch != last_activity_epoch else last_activity_epoch
+    )
+    return [
+        recency,
+        tenure,
+        order_age,
+        n_orders,
+        order_days,
+        gaps,
+        gross,
+        refunded,
+        n_refunds,
+        gross - refunded,
+        _ratio(gross, n_orders),
+        _ratio(gross, order_days),
+        _nz(first_day_cents) / 100,
+        _nz(last_day_cents) / 100,
+        _nz(max_day_cents) / 100,
+        orders_30,
+        orders_90,
+        orders_180,
+        orders_365,
+        revenue_cents_30 / 100,
+        revenue_cents_90 / 100,
+        revenue_cents_180 / 100,
+        revenue_cents_365 / 100,
+        gap_mean,
+        math.sqrt(gap_var),
+        span,
+        active_days,
+        order_days_90 - order_days_prev90,
+        (revenue_cents_90 - revenue_cents_prev90) / 100,
+        recency / _max(order_age, 1.0) if has_orders else 0.0,
+        gross / _max(order_age, 1.0),
+        recency - gap_mean if has_orders else 0.0,
+        recency / _max(gap_mean, 1.0) if gaps > 0 else 0.0,
+        365.0 * order_days / _max(order_age, 30.0),
+        sessions_30,
+        sessions_90,
+        product_views_30,
+        product_views_90,
+        carts_30,
+        carts_90,
+        _ratio(n_orders, n_carts),
+        _ratio(refunded, gross),
+        (now - _nz(last_activity)) / SECONDS_PER_DAY if timed else 0.0,
+    ]
 
 
 def end_of_day(day: dt.date) -> dt.datetime:

@@ -36,6 +36,7 @@ from app.features.definitions import (
     FEATURES,
     WINDOWS,
     compute_features,
+    compute_features_one,
     day_number,
     day_start,
 )
@@ -381,7 +382,22 @@ class FeatureRepository:
                     aggregate_statement(self.dialect, scope, rollups=True), params
                 )
             ).all()
+        if len(rows) == 1:
+            return _one_row(rows[0], as_of)
         return _matrix(rows, as_of)
+
+
+def _one_row(row: Sequence[Any], as_of: dt.datetime) -> FeatureMatrix:
+    """`_matrix` of a single row through `compute_features_one` (the same values, bit for bit)."""
+    aggregates = tuple(row)[2:]
+    n_events = aggregates[0]
+    return FeatureMatrix(
+        as_of=as_of,
+        customer_ids=[str(row[0])],
+        values=np.array([compute_features_one(aggregates, as_of)], dtype=np.float64),
+        n_events=np.array([float("nan") if n_events is None else n_events], dtype=np.float64),
+        customer_pks=np.array([row[1]], dtype=np.int64),
+    )
 
 
 @lru_cache(maxsize=4)
