@@ -47,7 +47,7 @@ from app.features.repository import (
 )
 from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
 from bench.scoring import HEAVY, heavy_customer
-from tests.server import free_port, serve_command, stop_process, wait_healthy
+from tests.server import served_process
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -55,10 +55,11 @@ CHANGES = """What the branch changes on the single-prediction path (after the fi
 overhead of a single prediction" above), found by profiling a worker at saturation (py-spy) and
 an in-process loop over the ASGI app (cProfile, `time.process_time`):
 
-- One customer's feature vector on Python floats (`compute_features_one`) instead of numpy on a
+- One customer's feature vector on Python floats (`compute_features_one`; since then the one
+  definition `feature_columns` on its float backend) instead of numpy on a
   one-row matrix: the same IEEE operations in the same order, compared byte for byte with
   `compute_features` by `tests/features/test_scalar_features.py` and by the online = offline
-  tests (PostgreSQL and SQLite); the feature fingerprint, hence every artifact, is unchanged.
+  tests (PostgreSQL and SQLite).
   Its CPU in isolation is in the last table below.
 - `PredictionRoute`: a request without a query string and with a plain customer id skips
   FastAPI's `solve_dependencies` (the same auth dependency and endpoint are called directly);
@@ -116,23 +117,8 @@ def short(revision: str) -> str:
 @contextmanager
 def worker(directory: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     """`clv serve` (one worker, in-process) from `directory`'s code; (base URL, pid)."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="clv-overhead-", suffix=".log")[1])
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            serve_command(port),
-            cwd=directory,
-            env={**os.environ, **env},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(process, base, lambda: log.read_text(errors="replace"), 120)
+    with served_process(env, cwd=directory) as (base, process):
         yield base, process.pid
-    finally:
-        stop_process(process)
-        log.unlink()
 
 
 def drive(base: str, pid: int, requests: Path, key: str, **options: object) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from app import schema
@@ -88,6 +88,31 @@ def drop_database(url: str) -> None:
 
 
 MODEL_END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
+
+
+@contextmanager
+def demo_database(
+    prefix: str, customers: int, seed: int, years: float = 3, end: dt.datetime = MODEL_END
+) -> Iterator[tuple[str, Engine]]:
+    """A database of our own, migrated to head, holding the demo generator's shop of `customers`
+    over the `years` before `end`; yields (URL, engine) and drops it afterwards."""
+    from app.db import create_sync_engine
+    from app.demo.generator import generate_demo
+    from app.events.bulk import BulkLoader
+
+    url = create_database(prefix)
+    try:
+        settings = Settings(database_url=url)
+        schema.upgrade("head", settings)
+        engine = create_sync_engine(settings)
+        loader = BulkLoader(engine, "USD")
+        start = end - dt.timedelta(days=round(365 * years))
+        for chunk in generate_demo(customers, seed, start=start, end=end):
+            loader.load(chunk.events, chunk.customers)
+        yield url, engine
+        engine.dispose()
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(scope="session")

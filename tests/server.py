@@ -90,6 +90,16 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 15) -> None:
 @contextmanager
 def running_server(env: dict[str, str], *args: str, timeout: float = 120.0) -> Iterator[str]:
     """Start `clv serve` with the given environment; yields its base URL; stops it afterwards."""
+    with served_process(env, *args, timeout=timeout) as (base, _):
+        yield base
+
+
+@contextmanager
+def served_process(
+    env: dict[str, str], *args: str, timeout: float = 120.0, cwd: Path = ROOT
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`running_server` from the code in `cwd` (another checkout, for before/after benchmarks);
+    yields the base URL and the process."""
     port = free_port()
     # Output to a file, not a pipe nobody reads (a full pipe would block the server).
     with tempfile.TemporaryDirectory(prefix="clv-server-") as work:
@@ -97,7 +107,7 @@ def running_server(env: dict[str, str], *args: str, timeout: float = 120.0) -> I
         with log.open("wb") as sink:
             process = subprocess.Popen(
                 serve_command(port, *args),
-                cwd=ROOT,
+                cwd=cwd,
                 env={**os.environ, **env},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -105,6 +115,6 @@ def running_server(env: dict[str, str], *args: str, timeout: float = 120.0) -> I
         base = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(process, base, lambda: log.read_text(errors="replace"), timeout)
-            yield base
+            yield base, process
         finally:
             stop_process(process)

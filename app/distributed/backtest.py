@@ -17,8 +17,12 @@ from sqlalchemy import Engine
 
 from app.distributed import tasks
 from app.distributed.cluster import Cluster
-from app.features.definitions import FEATURE_NAMES
-from app.features.repository import CHUNK_CUSTOMERS, FeatureMatrix, id_ranges
+from app.features.repository import (
+    CHUNK_CUSTOMERS,
+    FeatureMatrix,
+    id_ranges,
+    in_external_id_order,
+)
 from app.training.backtest import OriginReader, Windows
 
 
@@ -47,26 +51,11 @@ def _combined(
     parts: list[tuple[FeatureMatrix, Windows]],
 ) -> tuple[FeatureMatrix, Windows]:
     """The ranges' matrices and labels as one, rows in external-id order."""
-    if not parts:
-        empty = np.empty(0)
-        return (
-            FeatureMatrix(origin, [], np.empty((0, len(FEATURE_NAMES))), empty),
-            {days: (empty, np.empty(0, dtype=np.int64)) for days in windows},
-        )
-    ids = [c for matrix, _ in parts for c in matrix.customer_ids]
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    matrix = FeatureMatrix(
-        origin,
-        [ids[i] for i in order],
-        np.vstack([m.values for m, _ in parts])[order],
-        np.concatenate([m.n_events for m, _ in parts])[order],
-        np.concatenate([m.customer_pks for m, _ in parts])[order],
-    )
-    labels = {
-        days: (
-            np.concatenate([w[days][0] for _, w in parts])[order],
-            np.concatenate([w[days][1] for _, w in parts])[order],
-        )
-        for days in set(windows)
-    }
-    return matrix, labels
+    matrix, order = in_external_id_order(origin, [m for m, _ in parts])
+
+    def stacked(days: int, k: int) -> np.ndarray:
+        if not parts:
+            return np.empty(0, dtype=np.int64 if k else np.float64)
+        return np.concatenate([w[days][k] for _, w in parts])[order]
+
+    return matrix, {days: (stacked(days, 0), stacked(days, 1)) for days in set(windows)}

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from app.config import Settings
 from app.features.definitions import FEATURE_NAMES
-from app.features.repository import FeatureMatrix, range_features
+from app.features.repository import FeatureMatrix, in_external_id_order, range_features
 from app.scoring.registry import LoadedModel
 from app.scoring.scores import Score
 from app.training.dataset import (
@@ -61,14 +61,7 @@ def worker_engine(database_url: str) -> Engine:
 
 
 def _by_external_id(matrix: FeatureMatrix) -> FeatureMatrix:
-    order = sorted(range(len(matrix)), key=matrix.customer_ids.__getitem__)
-    return FeatureMatrix(
-        matrix.as_of,
-        [matrix.customer_ids[i] for i in order],
-        matrix.values[order],
-        matrix.n_events[order],
-        matrix.customer_pks[order],
-    )
+    return in_external_id_order(matrix.as_of, [matrix])[0]
 
 
 def range_content(database_url: str, lo: int, hi: int) -> int:

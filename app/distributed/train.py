@@ -108,7 +108,7 @@ def train_on_dask(
     from app.training.options import TrainingFailed
     from app.training.refit import Fitted
     from app.training.repository import data_fingerprint
-    from app.training.train import finish_training
+    from app.training.train import finish_training, require_rows
 
     if options.challengers:
         raise TrainingFailed("--challengers is single-node only: drop it or --dask")
@@ -156,11 +156,7 @@ def train_on_dask(
             options.validation_fraction,
             options.seed,
         )
-        split = splits[target].split
-        if min(len(split.fold), len(split.validation), len(split.train), len(split.holdout)) == 0:
-            raise TrainingFailed(
-                f"too few customers to split for {target}: need fitting, validation and holdout rows"
-            )
+        require_rows(target, splits[target].split)
     say(
         f"rows on {cluster.workers} Dask workers: CLV {len(rows['clv']):,} over "
         f"{len(cutoffs['clv'])} cutoffs, churn {len(rows['churn']):,}; out-of-time gap "

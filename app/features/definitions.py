@@ -24,6 +24,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -146,36 +147,77 @@ def epoch_seconds(moment: dt.datetime) -> float:
     return moment.timestamp()
 
 
-def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.ndarray:
-    """Features (n customers x len(FEATURES), float64) from the SQL aggregates, as of `as_of`."""
-    now = epoch_seconds(as_of)
-    a = {k: np.asarray(agg[k], dtype=np.float64) for k in AGGREGATES}
-    n = len(a["n_events"])
+class ArrayOps:
+    """The operations `feature_columns` needs, on numpy arrays (every customer at once)."""
+
+    where = staticmethod(np.where)
+    maximum = staticmethod(np.maximum)
+    nan_to_num = staticmethod(np.nan_to_num)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def present(x: Any) -> Any:
+        return ~np.isnan(x)
+
+
+class FloatOps:
+    """The same operations on Python floats (one customer: the online hot path, where a one-row
+    numpy matrix costs ~10x the CPU). Each gives numpy's result bit for bit: + - * / and sqrt are
+    correctly rounded in both, `maximum` lets a NaN win and returns its second argument on a tie
+    (-0.0 vs 0.0), `nan_to_num` maps NaN to 0 and +-inf to +-max (tests/features/
+    test_scalar_features.py compares the two backends on edge cases and random rows)."""
+
+    @staticmethod
+    def where(condition: Any, x: Any, y: Any) -> Any:
+        return x if condition else y
+
+    @staticmethod
+    def maximum(x: Any, y: Any) -> Any:
+        return x if (x > y or x != x) else y
+
+    @staticmethod
+    def nan_to_num(x: Any) -> Any:
+        if x != x:
+            return 0.0
+        if x in (math.inf, -math.inf):
+            return math.copysign(sys.float_info.max, x)
+        return x
+
+    sqrt = staticmethod(math.sqrt)
+
+    @staticmethod
+    def present(x: Any) -> Any:
+        return x == x
+
+
+def feature_columns(a: Mapping[str, Any], now: float, ops: Any) -> dict[str, Any]:
+    """THE definition of every feature: {name: value} from the SQL aggregates `a` as of `now`
+    (epoch seconds). `ops` is ArrayOps (values are arrays, one entry per customer) or FloatOps
+    (values are floats, one customer); the arithmetic is written once, for both."""
     has_orders = a["n_orders"] > 0
     # Refund-only histories have no timed event: every instant-based feature is 0 for them.
-    timed = ~np.isnan(a["first_event_epoch"])
+    timed = ops.present(a["first_event_epoch"])
 
-    def days_since(epoch: np.ndarray) -> np.ndarray:
+    def days_since(epoch: Any) -> Any:
         return (now - epoch) / SECONDS_PER_DAY
 
-    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        safe = np.where(den > 0, den, 1.0)
-        return np.where(den > 0, num / safe, 0.0)
+    def ratio(num: Any, den: Any) -> Any:
+        return ops.where(den > 0, num / ops.where(den > 0, den, 1.0), 0.0)
 
-    tenure = np.where(timed, days_since(np.nan_to_num(a["first_event_epoch"])), 0.0)
-    recency = np.where(has_orders, days_since(a["last_order_epoch"]), tenure)
-    order_age = np.where(has_orders, days_since(a["first_order_epoch"]), 0.0)
+    tenure = ops.where(timed, days_since(ops.nan_to_num(a["first_event_epoch"])), 0.0)
+    recency = ops.where(has_orders, days_since(a["last_order_epoch"]), tenure)
+    order_age = ops.where(has_orders, days_since(a["first_order_epoch"]), 0.0)
     order_days = a["n_order_days"]
-    span = np.where(has_orders, a["last_order_day"] - a["first_order_day"], 0.0)
-    gaps = np.maximum(order_days - 1, 0)
+    span = ops.where(has_orders, a["last_order_day"] - a["first_order_day"], 0.0)
+    gaps = ops.maximum(order_days - 1, 0.0)
     gap_mean = ratio(span, gaps)
-    gap_var = np.maximum(ratio(np.nan_to_num(a["gap_sumsq"]), gaps) - gap_mean**2, 0.0)
+    gap_var = ops.maximum(ratio(ops.nan_to_num(a["gap_sumsq"]), gaps) - gap_mean * gap_mean, 0.0)
     gross = a["gross_cents"] / 100
     refunded = a["refund_cents"] / 100
-    last_activity = np.where(
-        np.isnan(a["last_activity_epoch"]), a["last_event_epoch"], a["last_activity_epoch"]
+    last_activity = ops.where(
+        ops.present(a["last_activity_epoch"]), a["last_activity_epoch"], a["last_event_epoch"]
     )
-    columns = {
+    return {
         "recency_days": recency,
         "tenure_days": tenure,
         "order_age_days": order_age,
@@ -188,139 +230,54 @@ def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.nd
         "net_revenue": gross - refunded,
         "avg_order_value": ratio(gross, a["n_orders"]),
         "avg_day_value": ratio(gross, order_days),
-        "first_order_value": np.nan_to_num(a["first_day_cents"]) / 100,
-        "last_order_value": np.nan_to_num(a["last_day_cents"]) / 100,
-        "max_day_value": np.nan_to_num(a["max_day_cents"]) / 100,
+        "first_order_value": ops.nan_to_num(a["first_day_cents"]) / 100,
+        "last_order_value": ops.nan_to_num(a["last_day_cents"]) / 100,
+        "max_day_value": ops.nan_to_num(a["max_day_cents"]) / 100,
         **{f"orders_{w}d": a[f"orders_{w}"] for w in WINDOWS},
         **{f"revenue_{w}d": a[f"revenue_cents_{w}"] / 100 for w in WINDOWS},
         "mean_days_between_orders": gap_mean,
-        "std_days_between_orders": np.sqrt(gap_var),
+        "std_days_between_orders": ops.sqrt(gap_var),
         "order_span_days": span,
         "active_days": a["active_days"],
         "order_days_trend_90d": a["order_days_90"] - a["order_days_prev90"],
         "revenue_trend_90d": (a["revenue_cents_90"] - a["revenue_cents_prev90"]) / 100,
-        "recency_share": np.where(has_orders, recency / np.maximum(order_age, 1.0), 0.0),
-        "spend_per_day": gross / np.maximum(order_age, 1.0),
-        "days_overdue": np.where(has_orders, recency - gap_mean, 0.0),
-        "recency_gap_ratio": np.where(gaps > 0, recency / np.maximum(gap_mean, 1.0), 0.0),
-        "order_days_per_year": 365.0 * order_days / np.maximum(order_age, 30.0),
+        "recency_share": ops.where(has_orders, recency / ops.maximum(order_age, 1.0), 0.0),
+        "spend_per_day": gross / ops.maximum(order_age, 1.0),
+        "days_overdue": ops.where(has_orders, recency - gap_mean, 0.0),
+        "recency_gap_ratio": ops.where(gaps > 0, recency / ops.maximum(gap_mean, 1.0), 0.0),
+        "order_days_per_year": 365.0 * order_days / ops.maximum(order_age, 30.0),
         **{f"sessions_{w}d": a[f"sessions_{w}"] for w in BEHAVIOUR_WINDOWS},
         **{f"product_views_{w}d": a[f"product_views_{w}"] for w in BEHAVIOUR_WINDOWS},
         **{f"carts_{w}d": a[f"carts_{w}"] for w in BEHAVIOUR_WINDOWS},
         "cart_to_order_rate": ratio(a["n_orders"], a["n_carts"]),
         "refund_rate": ratio(refunded, gross),
-        "days_since_last_activity": np.where(timed, days_since(np.nan_to_num(last_activity)), 0.0),
+        "days_since_last_activity": ops.where(
+            timed, days_since(ops.nan_to_num(last_activity)), 0.0
+        ),
     }
-    out = np.empty((n, len(FEATURES)), dtype=np.float64)
+
+
+def compute_features(agg: Mapping[str, np.ndarray], as_of: dt.datetime) -> np.ndarray:
+    """Features (n customers x len(FEATURES), float64) from the SQL aggregates, as of `as_of`."""
+    a = {k: np.asarray(agg[k], dtype=np.float64) for k in AGGREGATES}
+    columns = feature_columns(a, epoch_seconds(as_of), ArrayOps)
+    out = np.empty((len(a["n_events"]), len(FEATURES)), dtype=np.float64)
     for i, name in enumerate(FEATURE_NAMES):
         out[:, i] = columns[name]
     return out
 
 
-_MAX_FLOAT = sys.float_info.max
-_NAN = float("nan")
-
-
-def _nz(x: float) -> float:
-    """np.nan_to_num of one float: NaN -> 0, +-inf -> +-max."""
-    if x != x:
-        return 0.0
-    if x == math.inf:
-        return _MAX_FLOAT
-    if x == -math.inf:
-        return -_MAX_FLOAT
-    return x
-
-
-def _max(a: float, b: float) -> float:
-    """np.maximum of two floats: NaN from either side wins, and b on a tie (-0.0 vs 0.0)."""
-    return a if (a > b or a != a) else b
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else 0.0
-
-
 def compute_features_one(agg: Sequence[float | None], as_of: dt.datetime) -> list[float]:
-    """`compute_features` for one customer on Python floats (the online hot path).
+    """`compute_features` for one customer: the same `feature_columns` on Python floats.
 
-    `agg` holds the `AGGREGATES` values in order (None = NULL). The same IEEE operations in the
-    same order as the numpy version (+ - * / and sqrt are correctly rounded in both; `x**2` is
-    numpy's `x*x`), so the vector is bit for bit the one `compute_features` gives for that row:
-    tests/features/test_scalar_features.py checks it on edge cases and random rows, and the
-    online = offline tests run it against the offline matrix. A numpy one-row matrix costs about
-    ten times as much CPU, a sixth of a prediction request.
+    `agg` holds the `AGGREGATES` values in order (None = NULL, as NaN in the numpy path).
     """
-    (
-        _n_events, active_days, n_refunds, first_event_epoch, last_event_epoch,
-        last_activity_epoch, n_orders, n_order_days, first_order_epoch, last_order_epoch,
-        first_order_day, last_order_day, gross_cents, refund_cents, first_day_cents,
-        last_day_cents, max_day_cents, gap_sumsq, orders_30, orders_90, orders_180, orders_365,
-        revenue_cents_30, revenue_cents_90, revenue_cents_180, revenue_cents_365,
-        revenue_cents_prev90, order_days_90, order_days_prev90, sessions_30, sessions_90,
-        product_views_30, product_views_90, carts_30, carts_90, n_carts,
-    ) = (_NAN if v is None else float(v) for v in agg)  # fmt: skip
-    now = epoch_seconds(as_of)
-    has_orders = n_orders > 0
-    timed = first_event_epoch == first_event_epoch  # not NaN
-    tenure = (now - _nz(first_event_epoch)) / SECONDS_PER_DAY if timed else 0.0
-    recency = (now - last_order_epoch) / SECONDS_PER_DAY if has_orders else tenure
-    order_age = (now - first_order_epoch) / SECONDS_PER_DAY if has_orders else 0.0
-    order_days = n_order_days
-    span = last_order_day - first_order_day if has_orders else 0.0
-    gaps = _max(order_days - 1, 0.0)
-    gap_mean = _ratio(span, gaps)
-    gap_var = _max(_ratio(_nz(gap_sumsq), gaps) - gap_mean * gap_mean, 0.0)
-    gross = gross_cents / 100
-    refunded = refund_cents / 100
-    last_activity = (
-        last_event_epoch if last_activity_epoch != last_activity_epoch else last_activity_epoch
-    )
-    return [
-        recency,
-        tenure,
-        order_age,
-        n_orders,
-        order_days,
-        gaps,
-        gross,
-        refunded,
-        n_refunds,
-        gross - refunded,
-        _ratio(gross, n_orders),
-        _ratio(gross, order_days),
-        _nz(first_day_cents) / 100,
-        _nz(last_day_cents) / 100,
-        _nz(max_day_cents) / 100,
-        orders_30,
-        orders_90,
-        orders_180,
-        orders_365,
-        revenue_cents_30 / 100,
-        revenue_cents_90 / 100,
-        revenue_cents_180 / 100,
-        revenue_cents_365 / 100,
-        gap_mean,
-        math.sqrt(gap_var),
-        span,
-        active_days,
-        order_days_90 - order_days_prev90,
-        (revenue_cents_90 - revenue_cents_prev90) / 100,
-        recency / _max(order_age, 1.0) if has_orders else 0.0,
-        gross / _max(order_age, 1.0),
-        recency - gap_mean if has_orders else 0.0,
-        recency / _max(gap_mean, 1.0) if gaps > 0 else 0.0,
-        365.0 * order_days / _max(order_age, 30.0),
-        sessions_30,
-        sessions_90,
-        product_views_30,
-        product_views_90,
-        carts_30,
-        carts_90,
-        _ratio(n_orders, n_carts),
-        _ratio(refunded, gross),
-        (now - _nz(last_activity)) / SECONDS_PER_DAY if timed else 0.0,
-    ]
+    a = {k: _NAN if v is None else float(v) for k, v in zip(AGGREGATES, agg, strict=True)}
+    columns = feature_columns(a, epoch_seconds(as_of), FloatOps)
+    return [float(columns[name]) for name in FEATURE_NAMES]
+
+
+_NAN = float("nan")
 
 
 def end_of_day(day: dt.date) -> dt.datetime:

@@ -35,10 +35,13 @@ from app.features.definitions import (
     FEATURE_NAMES,
     FEATURES,
     WINDOWS,
+    ArrayOps,
+    FloatOps,
     compute_features,
     compute_features_one,
     day_number,
     day_start,
+    feature_columns,
 )
 
 Scope = Literal["one", "many", "range"]
@@ -459,18 +462,27 @@ def offline_matrix(engine: Engine, as_of: dt.datetime) -> FeatureMatrix:
     Training reads this: the row order (and so the model) cannot depend on internal ids or on
     the order the data was loaded in.
     """
-    parts = list(offline_features(engine, as_of))
+    return in_external_id_order(as_of, list(offline_features(engine, as_of)))[0]
+
+
+def in_external_id_order(
+    as_of: dt.datetime, parts: Sequence[FeatureMatrix]
+) -> tuple[FeatureMatrix, list[int]]:
+    """Matrices of customer-id ranges as one, rows in external-id order, and the permutation
+    applied (row i is row order[i] of the parts stacked), for anything aligned with them."""
     if not parts:
-        return FeatureMatrix(as_of, [], np.empty((0, len(FEATURE_NAMES))), np.empty(0))
+        empty = FeatureMatrix(as_of, [], np.empty((0, len(FEATURE_NAMES))), np.empty(0))
+        return empty, []
     ids = [c for p in parts for c in p.customer_ids]
     order = sorted(range(len(ids)), key=ids.__getitem__)
-    return FeatureMatrix(
+    matrix = FeatureMatrix(
         as_of,
         [ids[i] for i in order],
         np.vstack([p.values for p in parts])[order],
         np.concatenate([p.n_events for p in parts])[order],
         np.concatenate([p.customer_pks for p in parts])[order],
     )
+    return matrix, order
 
 
 def as_mapping(matrix: FeatureMatrix, index: int) -> Mapping[str, float]:
@@ -483,7 +495,9 @@ def fingerprint() -> str:
     digest = hashlib.sha256()
     for feature in FEATURES:
         digest.update(f"{feature.name}|{feature.description}|{feature.unit}\n".encode())
-    digest.update(inspect.getsource(compute_features).encode())
+    # The one definition of the arithmetic, and the two backends it runs on.
+    for part in (feature_columns, ArrayOps, FloatOps, compute_features, compute_features_one):
+        digest.update(inspect.getsource(part).encode())
     digest.update(AGGREGATE_SQL.encode())
     # The per-backend date and money expressions are part of the definition too.
     for dialect in sorted(DIALECT_EXPRESSIONS):

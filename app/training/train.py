@@ -86,11 +86,7 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
             options.validation_fraction,
             options.seed,
         )
-        split = splits[target]
-        if min(len(split.fold), len(split.validation), len(split.train), len(split.holdout)) == 0:
-            raise TrainingFailed(
-                f"too few customers to split for {target}: need fitting, validation and holdout rows"
-            )
+        require_rows(target, splits[target])
     say(
         f"rows: CLV {len(rows['clv']):,} over {len(cutoffs['clv'])} cutoffs, churn {len(rows['churn']):,}; "
         f"out-of-time gap {splits['clv'].gap_days} / {splits['churn'].gap_days} days"
@@ -99,6 +95,15 @@ def train(engine: Engine, options: TrainOptions) -> TrainResult:
     return finish_training(
         options, panel, cutoffs, data, fitted, started, say, {"eligibility": eligibility}
     )
+
+
+def require_rows(target: str, split: Any) -> None:
+    """TrainingFailed unless every part of a target's split (fold, validation, train, holdout)
+    has rows: single node and Dask refuse the same data with the same message."""
+    if min(len(split.fold), len(split.validation), len(split.train), len(split.holdout)) == 0:
+        raise TrainingFailed(
+            f"too few customers to split for {target}: need fitting, validation and holdout rows"
+        )
 
 
 def finish_training(

@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from app import schema
-from app.config import Settings
-from app.db import create_sync_engine
-from app.demo.generator import generate_demo
 from app.distributed import commands
 from app.distributed.backtest import origin_reader
 from app.distributed.cluster import Cluster
-from app.events.bulk import BulkLoader
 from app.features import repository
 from app.training.backtest import read_origin, run_backtest
 from app.training.backtest_plan import BacktestOptions
 from app.training.options import TrainOptions, TrainResult
-from tests.conftest import create_database, drop_database
+from tests.conftest import demo_database
 
 pytestmark = pytest.mark.slow
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
@@ -31,16 +26,8 @@ END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
 
 @pytest.fixture(scope="module")
 def shop() -> Iterator[Engine]:
-    url = create_database("clv_dask_backtest")
-    settings = Settings(database_url=url)
-    schema.upgrade("head", settings)
-    engine = create_sync_engine(settings)
-    loader = BulkLoader(engine, "USD")
-    for chunk in generate_demo(1_200, 5, start=END - dt.timedelta(days=3 * 365), end=END):
-        loader.load(chunk.events, chunk.customers)
-    yield engine
-    engine.dispose()
-    drop_database(url)
+    with demo_database("clv_dask_backtest", 1_200, 5, end=END) as (_, engine):
+        yield engine
 
 
 def test_backtest_trains_each_origin_on_the_scheduler(shop: Engine, cluster: Cluster) -> None:
@@ -92,23 +79,16 @@ def test_the_workers_read_each_origin_as_one_node_does(shop: Engine, cluster: Cl
 
 def test_several_ranges_combine_in_external_id_order(cluster: Cluster) -> None:
     """Ranges arrive as the workers finish them; the combined read is in external-id order."""
-    url = create_database("clv_dask_backtest_ranges")
-    settings = Settings(database_url=url)
-    try:
-        schema.upgrade("head", settings)
-        engine = create_sync_engine(settings)
-        loader = BulkLoader(engine, "USD")
-        for chunk in generate_demo(300, 9, start=END - dt.timedelta(days=400), end=END):
-            loader.load(chunk.events, chunk.customers)
+    with demo_database("clv_dask_backtest_ranges", 300, 9, years=400 / 365, end=END) as (
+        _,
+        engine,
+    ):
         origin = END - dt.timedelta(days=60)
         single = read_origin(engine, origin, (30,))
         ranges = repository.id_ranges(engine, chunk_customers=37)
         assert len(ranges) > 5
         matrix, labels = origin_reader(cluster, chunk_customers=37)(engine, origin, (30,))
-        assert matrix.customer_ids == single[0].customer_ids == sorted(matrix.customer_ids)
-        assert np.array_equal(matrix.values, single[0].values)
-        assert np.array_equal(labels[30][0], single[1][30][0])
-        assert np.array_equal(labels[30][1], single[1][30][1])
-        engine.dispose()
-    finally:
-        drop_database(url)
+    assert matrix.customer_ids == single[0].customer_ids == sorted(matrix.customer_ids)
+    assert np.array_equal(matrix.values, single[0].values)
+    assert np.array_equal(labels[30][0], single[1][30][0])
+    assert np.array_equal(labels[30][1], single[1][30][1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,44 +18,25 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from app import schema
-from app.config import Settings
-from app.db import create_sync_engine
-from app.demo.generator import generate_demo
-from app.events.bulk import BulkLoader
-from tests.conftest import create_database, drop_database
+from tests.conftest import demo_database
+from tests.server import free_port
 
 pytestmark = pytest.mark.slow
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    url = create_database("clv_dask_remote")
-    settings = Settings(database_url=url)
-    schema.upgrade("head", settings)
-    engine = create_sync_engine(settings)
-    loader = BulkLoader(engine, "USD")
-    for chunk in generate_demo(2_000, 13, start=END - dt.timedelta(days=3 * 365), end=END):
-        loader.load(chunk.events, chunk.customers)
-    engine.dispose()
-    yield url
-    drop_database(url)
+    with demo_database("clv_dask_remote", 2_000, 13, end=END) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`dask scheduler` + 2 × `dask worker --nthreads 1`; stopped (by pid) at the end."""
     dask = str(Path(sys.executable).with_name("dask"))
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     logs = tmp_path_factory.mktemp("dask-logs")
     port = address.rsplit(":", 1)[1]
     processes = [

@@ -18,7 +18,6 @@ from app import schema
 from app.cli import cli
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.events.transactions import read_csv
 from app.features.definitions import FEATURE_INDEX, parse_as_of
@@ -33,7 +32,7 @@ from app.training.backtest_plan import BacktestError, BacktestOptions
 from app.training.backtest_tables import text_table
 from app.training.options import TrainOptions, TrainResult
 from app.training.train import train
-from tests.conftest import CDNOW, create_database, drop_database
+from tests.conftest import CDNOW, create_database, demo_database, drop_database
 
 pytestmark = pytest.mark.slow
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
@@ -43,16 +42,8 @@ LAST_ORIGIN = END - dt.timedelta(days=100)
 @pytest.fixture(scope="module")
 def backtest_db() -> Iterator[tuple[str, Engine]]:
     """A database of its own with 1,200 synthetic customers over three years."""
-    url = create_database("clv_backtest")
-    settings = Settings(database_url=url)
-    schema.upgrade("head", settings)
-    engine = create_sync_engine(settings)
-    loader = BulkLoader(engine, "USD")
-    for chunk in generate_demo(1_200, 5, start=END - dt.timedelta(days=3 * 365), end=END):
-        loader.load(chunk.events, chunk.customers)
-    yield url, engine
-    engine.dispose()
-    drop_database(url)
+    with demo_database("clv_backtest", 1_200, 5, end=END) as database:
+        yield database
 
 
 def small_trainer(engine: Engine, options: TrainOptions) -> TrainResult:

@@ -23,15 +23,13 @@ from app.artifacts import (
 )
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
-from app.events.bulk import BulkLoader
 from app.features.definitions import FEATURE_NAMES
 from app.features.repository import fingerprint, offline_features
 from app.scoring.predictor import ArtifactMismatch, Predictor
 from app.training import train as training
 from app.training.export import native_predict, onnx_clv, onnx_session
 from app.training.options import TrainingFailed, TrainOptions, TrainResult
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, demo_database, drop_database
 
 pytestmark = pytest.mark.slow
 END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
@@ -40,16 +38,8 @@ END = dt.datetime(2026, 6, 30, 23, 59, 59, tzinfo=dt.UTC)
 @pytest.fixture(scope="module")
 def demo_engine() -> Iterator[Engine]:
     """A database of its own with 2,500 synthetic customers over three years."""
-    url = create_database("clv_train")
-    settings = Settings(database_url=url)
-    schema.upgrade("head", settings)
-    engine = create_sync_engine(settings)
-    loader = BulkLoader(engine, "USD")
-    for chunk in generate_demo(2_500, 11, start=END - dt.timedelta(days=3 * 365), end=END):
-        loader.load(chunk.events, chunk.customers)
-    yield engine
-    engine.dispose()
-    drop_database(url)
+    with demo_database("clv_train", 2_500, 11, end=END) as (_, engine):
+        yield engine
 
 
 def options(model_dir: Path, **overrides: object) -> TrainOptions:
