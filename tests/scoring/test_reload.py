@@ -194,47 +194,68 @@ def test_concurrent_requests_during_reloads_all_succeed(
     settings = demo_settings.model_copy(update={"model_dir": private_models})
     pointers: list[str] = []
 
-    async def run(base: str) -> list[httpx.Response]:
+    async def run(base: str) -> tuple[list[tuple[int, httpx.Response]], list[str]]:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+            stream: list[tuple[int, httpx.Response]] = []
+            flipping = True
 
-            async def predict(i: int) -> httpx.Response:
-                await asyncio.sleep(0.005 * i)  # spread over ~1 s, across the reloads
+            async def predict(j: int) -> httpx.Response:
                 return await http.get(
-                    f"/v1/customers/{ids[i % len(ids)]}/prediction", params={"as_of": AS_OF}
+                    f"/v1/customers/{ids[j % len(ids)]}/prediction", params={"as_of": AS_OF}
                 )
 
-            async def flip() -> None:
-                for k in range(6):
-                    version = (new, old)[k % 2]
-                    promote(private_models, version)
-                    pointers.append(version)
-                    reloaded = await http.post("/v1/admin/model/reload")
-                    assert reloaded.status_code == 200, reloaded.text
-                    assert reloaded.json()["version"] == version
-                    await asyncio.sleep(0.1)
+            async def keep_predicting(lane: int) -> None:
+                # Requests in flight for as long as the reloads go on, however slow the machine
+                # (no timing assumption: the stream ends when the flips do).
+                j = lane
+                while flipping:
+                    stream.append((j, await predict(j)))
+                    j += 8
 
-            flipping = asyncio.create_task(flip())
-            responses = await asyncio.gather(*(predict(i) for i in range(200)))
-            await flipping
-            return list(responses)
+            async def flip() -> list[str]:
+                nonlocal flipping
+                probes: list[str] = []
+                try:
+                    for k in range(6):
+                        version = (new, old)[k % 2]
+                        promote(private_models, version)
+                        pointers.append(version)
+                        reloaded = await http.post("/v1/admin/model/reload")
+                        assert reloaded.status_code == 200, reloaded.text
+                        assert reloaded.json()["version"] == version
+                        # Once the reload has answered, every new request gets that version.
+                        probe = await predict(k)
+                        stream.append((k, probe))
+                        probes.append(probe.json()["model_version"])
+                finally:
+                    flipping = False
+                return probes
+
+            lanes = [asyncio.create_task(keep_predicting(lane)) for lane in range(8)]
+            probes = await flip()
+            await asyncio.gather(*lanes)
+            return stream, probes
 
     with running_server(server_env(settings)) as base:
-        responses = asyncio.run(run(base))
+        responses, probes = asyncio.run(run(base))
         final = httpx.get(f"{base}/v1/model").json()["version"]
     assert final == pointers[-1] == old
+    assert probes == pointers
+    assert len(responses) > len(probes)  # the background lanes were answered too
     versions = set()
-    for i, response in enumerate(responses):
+    for j, response in responses:
         assert response.status_code == 200, response.text
         p = response.json()
         version = p["model_version"]
         versions.add(version)
         assert version in expected
-        j = i % len(ids)
+        row = j % len(ids)
         # Each response is entirely one model's: the numbers match the version it names.
-        assert p["clv"]["value"] == round(float(expected[version].clv[j]), 2), (i, version)
-        assert p["churn"]["probability"] == round(float(expected[version].churn_probability[j]), 6)
-    # Requests were in flight across the swaps: both versions answered some of them.
+        assert p["clv"]["value"] == round(float(expected[version].clv[row]), 2), (j, version)
+        assert p["churn"]["probability"] == round(
+            float(expected[version].churn_probability[row]), 6
+        )
     assert versions == {old, new}
 
 
