@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_CUSTOMERS ?= 2000
 
-.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-overhead bench-scale bench-dask bench-soak bench-backtest model-default container-test bench-alerts clean
+.PHONY: help run test lint sync sync-dev postgres browser bench bench-ingest bench-accuracy bench-inference bench-scoring bench-overhead bench-workers bench-scale bench-dask bench-soak bench-backtest model-default container-test bench-alerts clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,12 @@ bench-scoring: sync-dev postgres  ## a real worker under load: predictions, batc
 
 bench-overhead: sync-dev postgres  ## CPU per single prediction vs /healthz, this code against a baseline revision (BASELINE=rev)
 	$(VENV)/bin/python -m bench.prediction_overhead $(if $(BASELINE),--baseline $(BASELINE))
+
+bench-workers: sync-dev postgres  ## clv serve --workers 2 vs one worker under wrk, with the CPU of workers, Postgres and load generator
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; \
+	  else echo "bench-workers needs wrk: sudo apt-get install wrk" >&2; exit 1; fi; }
+	$(VENV)/bin/python -m bench.workers
 
 bench-scale: sync-dev postgres  ## offline features for 1M customers / 20M events (~10 min)
 	$(VENV)/bin/python -m bench.features_scale

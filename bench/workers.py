@@ -1,0 +1,338 @@
+"""`clv serve --workers 2` against one worker, with the CPU of every process that serves a request.
+
+Issue 13 asks for two workers to reach 1.5x one worker "on 2 cores with Postgres beside it".
+Throughput alone cannot say why a run gets what it gets, so every run here also records the CPU
+time each party spent (psutil, process trees): the uvicorn workers (and how the connections
+spread over them), the Postgres backends and the load generator. With those, the ceiling of two
+workers on this machine follows from arithmetic: one prediction costs W µs in a worker, P µs in
+Postgres and L µs in the load generator; one worker is bound by its own core (1 / W), two workers
+by both cores (2 / (W + P + L)), so the best ratio two workers can reach is 2 W / (W + P + L).
+
+Load generator: wrk (Debian's `wrk`, C, one thread, a Lua script cycling over the customers),
+because bench/loadgen.py is a Python event loop that itself needs a large share of a core at
+these rates (measured here, same run: its CPU per request is in the table). The other benchmarks
+keep bench/loadgen.py for what wrk does not do (open-loop fixed rates, per-request latency from
+the scheduled send time).
+
+Rounds alternate the order of the two variants (1, 2 then 2, 1, ...); medians are reported.
+
+    .venv/bin/python -m bench.workers [--customers 100000] [--rounds 4] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from sqlalchemy import text
+
+from app.auth.keys import ALL_SCOPES
+from app.auth.repository import create_key
+from app.config import Settings
+from app.db import create_sync_engine
+from app.demo.generator import generate_demo
+from app.events.bulk import BulkLoader
+from bench.common import fresh_database, header, run_clv, settle, write_section
+from bench.scoring import load as loadgen
+from tests.server import running_server
+
+CONNECTIONS = 32
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    """user + system CPU seconds per live process."""
+    out: dict[int, float] = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            out[process.pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def postgres_processes() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("postg")]
+
+
+def server_processes(port: int) -> list[psutil.Process]:
+    """The `clv serve` process listening on `port` and its children (uvicorn's workers)."""
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "serve" in cmdline and str(port) in cmdline:
+            return [process, *process.children(recursive=True)]
+    raise SystemExit(f"no clv serve process on port {port}")
+
+
+class Meter:
+    """CPU seconds spent by the server's processes, Postgres and the load generator over a run."""
+
+    def __init__(self, port: int) -> None:
+        self.server = server_processes(port)
+        self.postgres = postgres_processes()
+        self.before = (cpu_seconds(self.server), cpu_seconds(self.postgres))
+
+    def stop(self, load_cpu: float) -> dict[str, Any]:
+        server, postgres = cpu_seconds(self.server), cpu_seconds(self.postgres)
+        per_process = sorted(
+            (server[pid] - self.before[0].get(pid, 0.0) for pid in server), reverse=True
+        )
+        return {
+            "server_cpu": sum(per_process),
+            # The busiest processes first: uvicorn's supervisor is the one near zero.
+            "server_split": [round(s, 2) for s in per_process],
+            "postgres_cpu": sum(postgres[pid] - self.before[1].get(pid, 0.0) for pid in postgres),
+            "load_cpu": load_cpu,
+        }
+
+
+def wrk(base: str, key: str, script: Path | None, duration: float) -> dict[str, Any]:
+    """One wrk run (one thread, CONNECTIONS keep-alive connections); req/s and its own CPU."""
+    args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--timeout", "10s"]
+    args += ["-H", f"Authorization: Bearer {key}"]
+    if script is not None:
+        args += ["-s", str(script)]
+    started = time.perf_counter()
+    process = psutil.Popen(
+        [*args, f"{base}/healthz" if script is None else base], stdout=subprocess.PIPE, text=True
+    )
+    cpu = 0.0
+    while process.poll() is None:
+        try:
+            times = process.cpu_times()
+            cpu = times.user + times.system
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    out = process.stdout.read() if process.stdout else ""
+    elapsed = time.perf_counter() - started
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "bad": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",
+        "elapsed": elapsed,
+        "load_cpu": cpu,
+    }
+
+
+def measured(port: int, run: Any) -> dict[str, Any]:
+    meter = Meter(port)
+    result = run()
+    return {**result, **meter.stop(result["load_cpu"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench.workers needs wrk (Debian: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="clv-bench-workers-"))
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    runs: dict[int, list[dict[str, Any]]] = {1: [], args.workers: []}
+    python_loadgen: dict[int, dict[str, Any]] = {}
+    with fresh_database("clv_bench_workers") as url:
+        url += "?sslmode=disable"
+        engine = create_sync_engine(Settings(database_url=url))
+        loader = BulkLoader(engine, "USD")
+        events = sum(
+            s.events_created
+            for s in loader.load_all(
+                (c.events, c.customers)
+                for c in generate_demo(
+                    args.customers,
+                    1,
+                    start=end - dt.timedelta(days=3 * 365),
+                    end=end,
+                    chunk_customers=10_000,
+                )
+            )
+        )
+        settle(engine)
+        with engine.connect() as connection:
+            ids = [
+                r[0]
+                for r in connection.execute(
+                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 5000")
+                )
+            ]
+        with engine.begin() as connection:
+            key = create_key(connection, "bench", ALL_SCOPES).secret
+        engine.dispose()
+        env = {
+            "CLV_DATABASE_URL": url,
+            "CLV_MODEL_DIR": str(work / "models"),
+            "CLV_LOG_LEVEL": "warning",
+            "CLV_MODEL_POLL_SECONDS": "0",
+        }
+        run_clv(env, "train", "--stack", "2", "--no-baselines")
+        script = work / "predictions.lua"
+        paths = ",".join(f'"/v1/customers/{i}/prediction"' for i in ids)
+        script.write_text(
+            f"local paths = {{{paths}}}\nlocal n = 0\n"
+            "request = function()\n  n = n + 1\n"
+            "  return wrk.format('GET', paths[(n % #paths) + 1])\nend\n"
+        )
+        single = [
+            {"method": "GET", "path": f"/v1/customers/{i}/prediction", "body": None} for i in ids
+        ]
+        for round_ in range(args.rounds):
+            order = (1, args.workers) if round_ % 2 == 0 else (args.workers, 1)
+            for workers in order:
+                with running_server(env, "--workers", str(workers)) as base:
+                    port = int(base.rsplit(":", 1)[1])
+                    wrk(base, key, script, 3)  # warm every worker's pool and model
+                    healthz = measured(port, lambda: wrk(base, key, None, args.duration))
+                    prediction = measured(port, lambda: wrk(base, key, script, args.duration))
+                    runs[workers].append({"healthz": healthz, "prediction": prediction})
+                    if round_ == 0:
+                        python_loadgen[workers] = measured(
+                            port,
+                            lambda: _loadgen_with_cpu(base, single, work, key, args.duration),
+                        )
+                    print(
+                        f"round {round_} workers {workers}: healthz {healthz['rps']:.0f} "
+                        f"prediction {prediction['rps']:.0f} req/s",
+                        file=sys.stderr,
+                    )
+    body = report(args, runs, python_loadgen, events)
+    print(body)
+    if not args.no_write:
+        write_section("workers", body)
+
+
+def _loadgen_with_cpu(
+    base: str, requests: list[dict[str, Any]], work: Path, key: str, duration: float
+) -> dict[str, Any]:
+    """bench.loadgen in saturation (the other benchmarks' load generator), with its CPU time."""
+    before = psutil.Process().cpu_times()
+    summary = loadgen(
+        base,
+        requests,
+        work,
+        "python-loadgen",
+        key,
+        mode="saturate",
+        connections=CONNECTIONS,
+        duration=duration,
+    )
+    after = psutil.Process().cpu_times()
+    cpu = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    bad = int(summary["errors"]) + sum(
+        int(v) for k, v in summary["statuses"].items() if not str(k).startswith("2")
+    )
+    return {
+        "requests": int(summary["requests"]),
+        "rps": float(summary["rps"]),
+        "bad": bad,
+        "load_cpu": cpu,
+    }
+
+
+def per_request_us(run: dict[str, Any], part: str) -> float:
+    return 1e6 * float(run[part]) / max(1, int(run["requests"]))
+
+
+def report(
+    args: argparse.Namespace,
+    runs: dict[int, list[dict[str, Any]]],
+    python_loadgen: dict[int, dict[str, Any]],
+    events: int,
+) -> str:
+    n = args.workers
+    lines = [
+        f"## `clv serve --workers {n}` against one worker, CPU by process (issue 13)",
+        "",
+        header(
+            f"python -m bench.workers --customers {args.customers} --rounds {args.rounds} "
+            f"--duration {args.duration:g}"
+        ),
+        f"Data: {args.customers:,} demo customers, {events:,} events; one model (`clv train "
+        f"--stack 2`). Load: wrk, 1 thread, {CONNECTIONS} keep-alive connections, "
+        f"{args.duration:g} s per run after a 3 s warm-up, single predictions cycling over "
+        f"5,000 customers. {args.rounds} rounds, the variants' order alternating. CPU: psutil, "
+        "user + system, over each run: the server's process tree, every Postgres process, the "
+        "load generator.",
+        "",
+        "| Workers | run | req/s per round | median req/s | server CPU µs / req | Postgres CPU µs / req "
+        "| wrk CPU µs / req | cores busy (server + Postgres + wrk) | CPU split over the server's processes (s, last round) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    medians: dict[tuple[int, str], float] = {}
+    for workers in (1, n):
+        for kind in ("healthz", "prediction"):
+            rs = [r[kind] for r in runs[workers]]
+            rps = [r["rps"] for r in rs]
+            medians[(workers, kind)] = statistics.median(rps)
+            cores = statistics.median(
+                (r["server_cpu"] + r["postgres_cpu"] + r["load_cpu"]) / args.duration for r in rs
+            )
+            lines.append(
+                f"| {workers} | {kind} | {', '.join(f'{v:,.0f}' for v in rps)} "
+                f"| **{medians[(workers, kind)]:,.0f}** "
+                f"| {statistics.median(per_request_us(r, 'server_cpu') for r in rs):,.0f} "
+                f"| {statistics.median(per_request_us(r, 'postgres_cpu') for r in rs):,.0f} "
+                f"| {statistics.median(per_request_us(r, 'load_cpu') for r in rs):,.0f} "
+                f"| {cores:.2f} | {', '.join(str(s) for s in rs[-1]['server_split'])} |"
+            )
+    one = [r["prediction"] for r in runs[1]]
+    w = statistics.median(per_request_us(r, "server_cpu") for r in one)
+    p = statistics.median(per_request_us(r, "postgres_cpu") for r in one)
+    lo = statistics.median(per_request_us(r, "load_cpu") for r in one)
+    ceiling = 2 * w / (w + p + lo)
+    ratio = medians[(n, "prediction")] / medians[(1, "prediction")]
+    health_ratio = medians[(n, "healthz")] / medians[(1, "healthz")]
+    lines += [
+        "",
+        f"{n} workers / 1 worker, single prediction: **{ratio:.2f}x** (median of rounds); "
+        f"`/healthz`: {health_ratio:.2f}x.",
+        "",
+        f"Ceiling on this machine, from one worker's runs: a prediction costs W = {w:,.0f} µs of "
+        f"worker CPU, P = {p:,.0f} µs of Postgres CPU and L = {lo:,.0f} µs of wrk CPU; two "
+        f"workers on 2 cores can reach at most 2 W / (W + P + L) = **{ceiling:.2f}x**. The 1.5x "
+        f"target needs P + L ≤ W / 3 ({w / 3:,.0f} µs).",
+    ]
+    if python_loadgen:
+        lines += [
+            "",
+            "The other benchmarks' load generator (bench/loadgen.py, Python) on the same servers, "
+            "first round:",
+            "",
+            "| Workers | req/s | load generator CPU µs / req | server CPU µs / req | Postgres CPU µs / req |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for workers, r in sorted(python_loadgen.items()):
+            lines.append(
+                f"| {workers} | {r['rps']:,.0f} | {per_request_us(r, 'load_cpu'):,.0f} "
+                f"| {per_request_us(r, 'server_cpu'):,.0f} | {per_request_us(r, 'postgres_cpu'):,.0f} |"
+            )
+        if len(python_loadgen) == 2:
+            lines.append(
+                f"\nWith it, {n} workers / 1 worker: "
+                f"{python_loadgen[n]['rps'] / python_loadgen[1]['rps']:.2f}x."
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
