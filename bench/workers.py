@@ -78,12 +78,14 @@ class Meter:
     """CPU seconds spent by the server's processes, Postgres and the load generator over a run."""
 
     def __init__(self, port: int) -> None:
-        self.server = server_processes(port)
-        self.postgres = postgres_processes()
-        self.before = (cpu_seconds(self.server), cpu_seconds(self.postgres))
+        self.port = port
+        self.before = (cpu_seconds(server_processes(port)), cpu_seconds(postgres_processes()))
 
     def stop(self, load_cpu: float) -> dict[str, Any]:
-        server, postgres = cpu_seconds(self.server), cpu_seconds(self.postgres)
+        # Listed again: a process started during the run (a new pool connection's backend, say)
+        # counts with all of its CPU time. One that ended during the run is lost (none should).
+        server = cpu_seconds(server_processes(self.port))
+        postgres = cpu_seconds(postgres_processes())
         per_process = sorted(
             (server[pid] - self.before[0].get(pid, 0.0) for pid in server), reverse=True
         )
@@ -148,7 +150,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="clv-bench-workers-"))
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
     runs: dict[int, list[dict[str, Any]]] = {1: [], args.workers: []}
-    python_loadgen: dict[int, dict[str, Any]] = {}
+    python_loadgen: dict[int, list[dict[str, Any]]] = {1: [], args.workers: []}
     with fresh_database("clv_bench_workers") as url:
         url += "?sslmode=disable"
         engine = create_sync_engine(Settings(database_url=url))
@@ -203,11 +205,12 @@ def main() -> None:
                     healthz = measured(port, lambda: wrk(base, key, None, args.duration))
                     prediction = measured(port, lambda: wrk(base, key, script, args.duration))
                     runs[workers].append({"healthz": healthz, "prediction": prediction})
-                    if round_ == 0:
-                        python_loadgen[workers] = measured(
+                    python_loadgen[workers].append(
+                        measured(
                             port,
                             lambda: _loadgen_with_cpu(base, single, work, key, args.duration),
                         )
+                    )
                     print(
                         f"round {round_} workers {workers}: healthz {healthz['rps']:.0f} "
                         f"prediction {prediction['rps']:.0f} req/s",
@@ -256,7 +259,7 @@ def per_request_us(run: dict[str, Any], part: str) -> float:
 def report(
     args: argparse.Namespace,
     runs: dict[int, list[dict[str, Any]]],
-    python_loadgen: dict[int, dict[str, Any]],
+    python_loadgen: dict[int, list[dict[str, Any]]],
     events: int,
 ) -> str:
     n = args.workers
@@ -312,25 +315,23 @@ def report(
         f"workers on 2 cores can reach at most 2 W / (W + P + L) = **{ceiling:.2f}x**. The 1.5x "
         f"target needs P + L ≤ W / 3 ({w / 3:,.0f} µs).",
     ]
-    if python_loadgen:
-        lines += [
-            "",
-            "The other benchmarks' load generator (bench/loadgen.py, Python) on the same servers, "
-            "first round:",
-            "",
-            "| Workers | req/s | load generator CPU µs / req | server CPU µs / req | Postgres CPU µs / req |",
-            "|---:|---:|---:|---:|---:|",
-        ]
-        for workers, r in sorted(python_loadgen.items()):
-            lines.append(
-                f"| {workers} | {r['rps']:,.0f} | {per_request_us(r, 'load_cpu'):,.0f} "
-                f"| {per_request_us(r, 'server_cpu'):,.0f} | {per_request_us(r, 'postgres_cpu'):,.0f} |"
-            )
-        if len(python_loadgen) == 2:
-            lines.append(
-                f"\nWith it, {n} workers / 1 worker: "
-                f"{python_loadgen[n]['rps'] / python_loadgen[1]['rps']:.2f}x."
-            )
+    lines += [
+        "",
+        "The other benchmarks' load generator (bench/loadgen.py, a Python event loop) on the same "
+        "servers, same rounds, right after wrk (medians):",
+        "",
+        "| Workers | req/s per round | median req/s | load generator CPU µs / req "
+        "| server CPU µs / req | Postgres CPU µs / req |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for workers, rs in sorted(python_loadgen.items()):
+        rps = [r["rps"] for r in rs]
+        lines.append(
+            f"| {workers} | {', '.join(f'{v:,.0f}' for v in rps)} | {statistics.median(rps):,.0f} "
+            f"| {statistics.median(per_request_us(r, 'load_cpu') for r in rs):,.0f} "
+            f"| {statistics.median(per_request_us(r, 'server_cpu') for r in rs):,.0f} "
+            f"| {statistics.median(per_request_us(r, 'postgres_cpu') for r in rs):,.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
