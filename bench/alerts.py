@@ -25,10 +25,18 @@ from sqlalchemy import Engine, text
 
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
-from app.events.bulk import BulkLoader
 from app.webhooks.signing import new_secret
-from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
+from bench.common import (
+    ROOT,
+    bench_key,
+    fresh_database,
+    header,
+    load_demo,
+    run_clv,
+    sample_customer_ids,
+    settle,
+    write_section,
+)
 from bench.scoring import load
 from tests.server import free_port, running_server
 
@@ -176,13 +184,9 @@ def wait_for(check: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-def load_demo(url: str, customers: int, end: dt.datetime) -> None:
+def load_demo_database(url: str, customers: int, end: dt.datetime) -> None:
     engine = create_sync_engine(Settings(database_url=url))
-    loader = BulkLoader(engine, "USD")
-    for chunk in generate_demo(
-        customers, 3, start=end - dt.timedelta(days=3 * 365), end=end, chunk_customers=10_000
-    ):
-        loader.load(chunk.events, chunk.customers)
+    load_demo(engine, customers, end, seed=3)
     settle(engine)
     engine.dispose()
 
@@ -237,7 +241,7 @@ def main() -> None:
 
     with fresh_database("clv_bench_alerts") as url:
         url += "?sslmode=disable"
-        load_demo(url, args.model_customers, end)
+        load_demo_database(url, args.model_customers, end)
         env = {
             "CLV_DATABASE_URL": url,
             "CLV_MODEL_DIR": str(models),
@@ -257,7 +261,7 @@ def main() -> None:
     with fresh_database("clv_bench_rescore") as url:
         url += "?sslmode=disable"
         started = time.perf_counter()
-        load_demo(url, args.customers, end)
+        load_demo_database(url, args.customers, end)
         print(
             f"loaded {args.customers:,} customers in {time.perf_counter() - started:.0f} s",
             file=sys.stderr,
@@ -324,7 +328,7 @@ def interleaved(args: argparse.Namespace, models: Path | None = None) -> None:
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
     with fresh_database("clv_bench_alerts_il") as url:
         url += "?sslmode=disable"
-        load_demo(url, args.model_customers, end)
+        load_demo_database(url, args.model_customers, end)
         env = {
             "CLV_DATABASE_URL": url,
             "CLV_MODEL_DIR": str(models or work / "models"),
@@ -337,18 +341,8 @@ def interleaved(args: argparse.Namespace, models: Path | None = None) -> None:
             run_clv(env, "train", "--stack", "2", "--no-baselines")
         run_clv(env, "score", "--store")
         engine = create_sync_engine(Settings(database_url=url))
-        with engine.connect() as connection:
-            ids = [
-                r[0]
-                for r in connection.execute(
-                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 3000")
-                )
-            ]
-        from app.auth.keys import ALL_SCOPES
-        from app.auth.repository import create_key
-
-        with engine.begin() as connection:
-            key = create_key(connection, "bench", ALL_SCOPES).secret
+        ids = sample_customer_ids(engine, 3000)
+        key = bench_key(engine)
         counter = iter(range(10**9))
 
         def window(base: str, name: str) -> list[float]:

@@ -141,6 +141,42 @@ def settle(engine: Engine) -> None:
         connection.execute(text("CHECKPOINT"))
 
 
+def load_demo(engine: Engine, customers: int, end: dt.datetime, seed: int = 1) -> int:
+    """`customers` demo customers (generator seed `seed`) with three years of history up to
+    `end`, bulk-loaded the way `clv generate-demo` loads them (10,000 customers per chunk); the
+    events created."""
+    from app.demo.generator import generate_demo
+    from app.events.bulk import BulkLoader
+
+    chunks = generate_demo(
+        customers, seed, start=end - dt.timedelta(days=3 * 365), end=end, chunk_customers=10_000
+    )
+    loader = BulkLoader(engine, "USD")
+    return sum(s.events_created for s in loader.load_all((c.events, c.customers) for c in chunks))
+
+
+def sample_customer_ids(engine: Engine, limit: int, exclude: str = "") -> list[str]:
+    """Up to `limit` external ids in random order (`exclude`: one id to leave out)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT external_id FROM customers WHERE external_id <> :exclude "
+                "ORDER BY random() LIMIT :limit"
+            ),
+            {"exclude": exclude, "limit": limit},
+        )
+        return [r[0] for r in rows]
+
+
+def bench_key(engine: Engine, name: str = "bench") -> str:
+    """The secret of a new API key with every scope (benchmarks run with auth on)."""
+    from app.auth.keys import ALL_SCOPES
+    from app.auth.repository import create_key
+
+    with engine.begin() as connection:
+        return create_key(connection, name, ALL_SCOPES).secret
+
+
 def run_clv(env: dict[str, str], *args: str) -> tuple[str, float]:
     """Run `clv ARGS` in a subprocess with `env` on top of ours; (stdout, seconds). Exits on a
     failure; `clv train`'s exit 3 (trained, not promoted) is not one."""

@@ -36,7 +36,6 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
 from app.features.repository import (
     FeatureMatrix,
@@ -45,7 +44,17 @@ from app.features.repository import (
     aggregate_statement,
     time_params,
 )
-from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
+from bench.common import (
+    ROOT,
+    bench_key,
+    fresh_database,
+    header,
+    load_demo,
+    run_clv,
+    sample_customer_ids,
+    settle,
+    write_section,
+)
 from bench.scoring import HEAVY, heavy_customer
 from tests.server import served_process
 
@@ -82,13 +91,8 @@ def load_data(url: str, customers: int) -> None:
     """Demo customers over three years plus the heavy customer, then VACUUM (ANALYZE)."""
     end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
     engine = create_sync_engine(Settings(database_url=url))
-    loader = BulkLoader(engine, "USD")
-    chunks = generate_demo(
-        customers, 1, start=end - dt.timedelta(days=3 * 365), end=end, chunk_customers=10_000
-    )
-    for _ in loader.load_all((c.events, c.customers) for c in chunks):
-        pass
-    loader.load(heavy_customer(end))
+    load_demo(engine, customers, end)
+    BulkLoader(engine, "USD").load(heavy_customer(end))
     settle(engine)
     engine.dispose()
 
@@ -186,20 +190,11 @@ def main() -> None:
             url = stack.enter_context(fresh_database("clv_bench_overhead")) + "?sslmode=disable"
             load_data(url, args.customers)
         engine = create_sync_engine(Settings(database_url=url))
+        ids = sample_customer_ids(engine, 5000)
         with engine.connect() as connection:
-            ids = [
-                r[0]
-                for r in connection.execute(
-                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 5000")
-                )
-            ]
             events = connection.execute(text("SELECT count(*) FROM events")).scalar_one()
             customers = connection.execute(text("SELECT count(*) FROM customers")).scalar_one()
-        from app.auth.keys import ALL_SCOPES
-        from app.auth.repository import create_key
-
-        with engine.begin() as connection:
-            key = create_key(connection, "bench-overhead", ALL_SCOPES).secret
+        key = bench_key(engine, "bench-overhead")
         engine.dispose()
         env = {
             "CLV_DATABASE_URL": url,

@@ -27,9 +27,18 @@ import numpy as np
 
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader, EventColumns
-from bench.common import ROOT, fresh_database, header, run_clv, settle, write_section
+from bench.common import (
+    ROOT,
+    bench_key,
+    fresh_database,
+    header,
+    load_demo,
+    run_clv,
+    sample_customer_ids,
+    settle,
+    write_section,
+)
 from tests.server import running_server
 
 HEAVY = "bench-heavy-customer"
@@ -102,44 +111,15 @@ def main() -> None:
         url = url + "?sslmode=disable"
         settings = Settings(database_url=url)
         engine = create_sync_engine(settings)
-        loader = BulkLoader(engine, "USD")
         started = time.perf_counter()
-        events = sum(
-            s.events_created
-            for s in loader.load_all(
-                (c.events, c.customers)
-                for c in generate_demo(
-                    args.customers,
-                    1,
-                    start=end - dt.timedelta(days=3 * 365),
-                    end=end,
-                    chunk_customers=10_000,
-                )
-            )
-        )
-        events += loader.load(heavy_customer(end)).events_created
+        events = load_demo(engine, args.customers, end)
+        events += BulkLoader(engine, "USD").load(heavy_customer(end)).events_created
         load_seconds = time.perf_counter() - started
         # Otherwise the first minutes of every scenario pay for the bulk load (hint-bit
         # writes, autovacuum, a checkpoint).
         settle(engine)
-        with engine.connect() as connection:
-            from sqlalchemy import text
-
-            ids = [
-                r[0]
-                for r in connection.execute(
-                    text(
-                        "SELECT external_id FROM customers WHERE external_id <> :heavy "
-                        "ORDER BY random() LIMIT 20000"
-                    ),
-                    {"heavy": HEAVY},
-                )
-            ]
-            from app.auth.keys import ALL_SCOPES
-            from app.auth.repository import create_key
-
-        with engine.begin() as connection:
-            key = create_key(connection, "bench", ALL_SCOPES).secret
+        ids = sample_customer_ids(engine, 20000, exclude=HEAVY)
+        key = bench_key(engine)
         engine.dispose()
         print(f"loaded {events:,} events in {load_seconds:.0f} s", file=sys.stderr)
 

@@ -29,20 +29,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import psutil
-from sqlalchemy import text
 
-from app.auth.keys import ALL_SCOPES
-from app.auth.repository import create_key
 from app.config import Settings
 from app.db import create_sync_engine
-from app.demo.generator import generate_demo
-from app.events.bulk import BulkLoader
-from bench.common import fresh_database, header, run_clv, settle, write_section
+from bench.common import (
+    bench_key,
+    fresh_database,
+    header,
+    load_demo,
+    run_clv,
+    sample_customer_ids,
+    settle,
+    write_section,
+)
 from bench.scoring import load as loadgen
 from tests.server import running_server
 
@@ -98,35 +101,40 @@ class Meter:
         }
 
 
+def children_cpu() -> float:
+    """user + system CPU seconds of this process's finished (waited-for) children."""
+    times = psutil.Process().cpu_times()
+    return float(times.children_user + times.children_system)
+
+
 def wrk(base: str, key: str, script: Path | None, duration: float) -> dict[str, Any]:
-    """One wrk run (one thread, CONNECTIONS keep-alive connections); req/s and its own CPU."""
+    """One wrk run (one thread, CONNECTIONS keep-alive connections): req/s, answers that were
+    not 2xx plus socket errors, and wrk's own CPU time."""
     args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--timeout", "10s"]
     args += ["-H", f"Authorization: Bearer {key}"]
     if script is not None:
         args += ["-s", str(script)]
-    started = time.perf_counter()
-    process = psutil.Popen(
-        [*args, f"{base}/healthz" if script is None else base], stdout=subprocess.PIPE, text=True
-    )
-    cpu = 0.0
-    while process.poll() is None:
-        try:
-            times = process.cpu_times()
-            cpu = times.user + times.system
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.2)
-    out = process.stdout.read() if process.stdout else ""
-    elapsed = time.perf_counter() - started
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
+    before = children_cpu()
+    out = subprocess.run(
+        [*args, f"{base}/healthz" if script is None else base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu = children_cpu() - before
+    requests = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if requests is None or rps is None:
+        raise SystemExit(f"unexpected wrk output:\n{out}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    bad = int(non_2xx.group(1)) if non_2xx else 0
+    if socket_errors:
+        bad += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
     return {
-        "requests": requests,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "bad": int(bad.group(1)) if bad else 0,
-        "socket_errors": errors.group(1) if errors else "",
-        "elapsed": elapsed,
+        "requests": int(requests.group(1)),
+        "rps": float(rps.group(1)),
+        "bad": bad,
         "load_cpu": cpu,
     }
 
@@ -154,30 +162,10 @@ def main() -> None:
     with fresh_database("clv_bench_workers") as url:
         url += "?sslmode=disable"
         engine = create_sync_engine(Settings(database_url=url))
-        loader = BulkLoader(engine, "USD")
-        events = sum(
-            s.events_created
-            for s in loader.load_all(
-                (c.events, c.customers)
-                for c in generate_demo(
-                    args.customers,
-                    1,
-                    start=end - dt.timedelta(days=3 * 365),
-                    end=end,
-                    chunk_customers=10_000,
-                )
-            )
-        )
+        events = load_demo(engine, args.customers, end)
         settle(engine)
-        with engine.connect() as connection:
-            ids = [
-                r[0]
-                for r in connection.execute(
-                    text("SELECT external_id FROM customers ORDER BY random() LIMIT 5000")
-                )
-            ]
-        with engine.begin() as connection:
-            key = create_key(connection, "bench", ALL_SCOPES).secret
+        ids = sample_customer_ids(engine, 5000)
+        key = bench_key(engine)
         engine.dispose()
         env = {
             "CLV_DATABASE_URL": url,
@@ -226,7 +214,7 @@ def _loadgen_with_cpu(
     base: str, requests: list[dict[str, Any]], work: Path, key: str, duration: float
 ) -> dict[str, Any]:
     """bench.loadgen in saturation (the other benchmarks' load generator), with its CPU time."""
-    before = psutil.Process().cpu_times()
+    before = children_cpu()
     summary = loadgen(
         base,
         requests,
@@ -237,10 +225,7 @@ def _loadgen_with_cpu(
         connections=CONNECTIONS,
         duration=duration,
     )
-    after = psutil.Process().cpu_times()
-    cpu = (after.children_user + after.children_system) - (
-        before.children_user + before.children_system
-    )
+    cpu = children_cpu() - before
     bad = int(summary["errors"]) + sum(
         int(v) for k, v in summary["statuses"].items() if not str(k).startswith("2")
     )
@@ -278,8 +263,9 @@ def report(
         "load generator.",
         "",
         "| Workers | run | req/s per round | median req/s | server CPU µs / req | Postgres CPU µs / req "
-        "| wrk CPU µs / req | cores busy (server + Postgres + wrk) | CPU split over the server's processes (s, last round) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---|",
+        "| wrk CPU µs / req | cores busy (server + Postgres + wrk) | CPU split over the server's processes (s, last round) "
+        "| bad answers (all rounds) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     medians: dict[tuple[int, str], float] = {}
     for workers in (1, n):
@@ -296,7 +282,8 @@ def report(
                 f"| {statistics.median(per_request_us(r, 'server_cpu') for r in rs):,.0f} "
                 f"| {statistics.median(per_request_us(r, 'postgres_cpu') for r in rs):,.0f} "
                 f"| {statistics.median(per_request_us(r, 'load_cpu') for r in rs):,.0f} "
-                f"| {cores:.2f} | {', '.join(str(s) for s in rs[-1]['server_split'])} |"
+                f"| {cores:.2f} | {', '.join(str(s) for s in rs[-1]['server_split'])} "
+                f"| {sum(r['bad'] for r in rs)} |"
             )
     one = [r["prediction"] for r in runs[1]]
     w = statistics.median(per_request_us(r, "server_cpu") for r in one)
@@ -321,8 +308,8 @@ def report(
         "servers, same rounds, right after wrk (medians):",
         "",
         "| Workers | req/s per round | median req/s | load generator CPU µs / req "
-        "| server CPU µs / req | Postgres CPU µs / req |",
-        "|---:|---|---:|---:|---:|---:|",
+        "| server CPU µs / req | Postgres CPU µs / req | bad answers (all rounds) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for workers, rs in sorted(python_loadgen.items()):
         rps = [r["rps"] for r in rs]
@@ -330,7 +317,8 @@ def report(
             f"| {workers} | {', '.join(f'{v:,.0f}' for v in rps)} | {statistics.median(rps):,.0f} "
             f"| {statistics.median(per_request_us(r, 'load_cpu') for r in rs):,.0f} "
             f"| {statistics.median(per_request_us(r, 'server_cpu') for r in rs):,.0f} "
-            f"| {statistics.median(per_request_us(r, 'postgres_cpu') for r in rs):,.0f} |"
+            f"| {statistics.median(per_request_us(r, 'postgres_cpu') for r in rs):,.0f} "
+            f"| {sum(r['bad'] for r in rs)} |"
         )
     return "\n".join(lines) + "\n"
 
