@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, insert, select
+from sqlalchemy import BigInteger, TextClause, any_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -71,6 +71,26 @@ def upsert_states_statement(dialect: str) -> Any:
             )
         },
     )
+
+
+#: pg_advisory_xact_lock key that orders alert inserts by commit ("clv-alrt").
+FEED_ORDER_KEY = 0x636C_762D_616C_7274
+_FEED_ORDER_LOCK = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=FEED_ORDER_KEY)
+
+
+def feed_order_lock_statement(dialect: str) -> TextClause | None:
+    """The lock a transaction takes right before it inserts alerts, held until it commits.
+
+    The feed pages by id (`GET /v1/alerts?cursor=`), and ids come from a sequence when the row
+    is inserted, not when it commits: without this, a transaction that drew id 9 and commits
+    after another one's id 10 was read would be behind every reader's cursor, never seen. With
+    it, alert-writing transactions draw their ids and commit one at a time, so the ids a reader
+    can see are always a prefix of those that will ever exist. Only the last statements of
+    those transactions are serialized (the insert, then the commit); nothing else waits on it,
+    and nothing a transaction locks after taking it (foreign-key share locks on customers) is
+    held by a transaction waiting for it. SQLite serializes writers already: None.
+    """
+    return _FEED_ORDER_LOCK if dialect == "postgresql" else None
 
 
 def insert_alerts_statement() -> Any:

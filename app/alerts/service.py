@@ -128,6 +128,8 @@ async def record_predictions(
     if changes.states:
         await session.execute(repository.upsert_states_statement(dialect), changes.states)
     if changes.alerts:
+        if (lock := repository.feed_order_lock_statement(dialect)) is not None:
+            await session.execute(lock)
         await session.execute(repository.insert_alerts_statement(), changes.alerts)
     return len(changes.alerts)
 
@@ -149,6 +151,8 @@ def record_scores(
     if changes.states:
         connection.execute(repository.upsert_states_statement(dialect), changes.states)
     if changes.alerts:
+        if (lock := repository.feed_order_lock_statement(dialect)) is not None:
+            connection.execute(lock)
         connection.execute(repository.insert_alerts_statement(), changes.alerts)
     return len(changes.alerts)
 

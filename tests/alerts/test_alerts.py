@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import AlertType
@@ -217,3 +219,75 @@ async def test_feed_pages_filters_and_cursor(demo: Settings, client: httpx.Async
     bad = await client.get("/v1/alerts", params={"since": "yesterday"})
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "since"
+
+
+async def test_feed_cursor_never_skips_an_alert_whose_transaction_commits_late(
+    demo: Settings, client: httpx.AsyncClient
+) -> None:
+    """Transaction A writes alerts and stays open; B writes alerts for other customers meanwhile.
+    A reader polling the feed in between must not be handed a cursor past A's alerts: B's ids
+    would be above A's, and A's would land behind the cursor. (B waits for A instead.)"""
+    stored_run(demo, T1)
+    directory = current_directory(demo.model_dir)
+    assert directory is not None
+    model = load_model(directory, threads=1)
+    engine = create_async_db_engine(demo)
+    customers = sorted(
+        c for c, s in expected_scores(demo, T1).items() if s.lifecycle_stage != "prospect"
+    )[:40]
+
+    async def record(session: AsyncSession, ids: list[str]) -> int:
+        predictions = await PredictionService(session, demo, model).many(ids, T2)
+        return await record_predictions(
+            session, demo, [r.prediction for r in predictions.results if r.prediction], "batch"
+        )
+
+    async def late_writer_waits_or_is_done(task: asyncio.Task[int], pid: int) -> str:
+        async with engine.connect() as probe:
+            for _ in range(600):
+                if task.done():
+                    return "done"
+                waiting = (
+                    await probe.execute(
+                        text(
+                            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :p"
+                        ),
+                        {"p": pid},
+                    )
+                ).scalar_one()
+                if waiting:
+                    return "waiting"
+                await probe.rollback()
+                await asyncio.sleep(0.05)
+        raise AssertionError("the second writer neither finished nor waited")
+
+    try:
+        async with AsyncSession(engine) as first, AsyncSession(engine) as second:
+            written_first = await record(first, customers[:20])
+            assert written_first > 0  # T2 differs from T1 for these customers
+            pid = (await second.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+
+            async def second_writer() -> int:
+                written = await record(second, customers[20:])
+                await second.commit()
+                return written
+
+            task = asyncio.ensure_future(second_writer())
+            state = await late_writer_waits_or_is_done(task, pid)
+            early = (await client.get("/v1/alerts", params={"limit": "1000"})).json()
+            await first.commit()
+            written_second = await task
+            assert written_second > 0
+    finally:
+        await engine.dispose()
+    cursor = early["next_cursor"]
+    late = (
+        await client.get(
+            "/v1/alerts", params={"limit": "1000", **({"cursor": cursor} if cursor else {})}
+        )
+    ).json()
+    rows = alert_rows(demo)
+    assert len(rows) == written_first + written_second
+    assert [a["id"] for a in early["items"] + late["items"]] == [r["alert_id"] for r in rows]
+    assert state == "waiting"  # B drew no id while A was open...
+    assert early["items"] == []  # ...and nothing was committed meanwhile
