@@ -362,10 +362,12 @@ class BulkLoader:
                 ]
                 connection.execute(sqlite.insert(Customer).on_conflict_do_nothing(), profiles)
             wanted = sorted({str(c) for c in events.customer_external_id})
-            connection.execute(
-                sqlite.insert(Customer).on_conflict_do_nothing(),
-                [{"external_id": e} for e in wanted],
-            )
+            # An empty executemany would insert one row of defaults (a profiles-only chunk).
+            if wanted:
+                connection.execute(
+                    sqlite.insert(Customer).on_conflict_do_nothing(),
+                    [{"external_id": e} for e in wanted],
+                )
             ids: dict[str, int] = {}
             for start in range(0, len(wanted), 10_000):
                 part = wanted[start : start + 10_000]
@@ -396,9 +398,9 @@ class BulkLoader:
                     strict=True,
                 )
             ]
-            result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
-            stats.events_created = max(result.rowcount, 0)
             if rows:
+                result = connection.execute(insert(Event).prefix_with("OR IGNORE"), rows)
+                stats.events_created = max(result.rowcount, 0)
                 # One writer at a time: rebuild the touched days from the events (rollups.py).
                 us = events.occurred_at_us
                 lo, hi = day_span(
