@@ -29,14 +29,20 @@ TARGETS = ("clv", "churn", "orders", "propensity")
 
 
 def plan(
-    cutoffs: dict[str, list[dt.datetime]], horizons: dict[str, int], propensity_days: int
+    cutoffs: dict[str, list[dt.datetime]],
+    horizons: dict[str, int],
+    propensity_days: int,
+    as_of: dt.datetime,
 ) -> tasks.Plan:
-    """What each partition builds: the single-node targets, cutoffs and label windows."""
+    """What each partition builds: the single-node targets, cutoffs and label windows, and the
+    features at `as_of` ("now", never fitted: the customers the CLV interval's expected share
+    of non-buyers is estimated on, as single-node training reads them with Panel.sample)."""
     return {
         "clv": (cutoffs["clv"], horizons["clv"], "clv"),
         "churn": (cutoffs["churn"], horizons["churn"], "churn"),
         "orders": (cutoffs["clv"], horizons["clv"], "orders"),
         "propensity": (cutoffs["churn"], propensity_days, "propensity"),
+        "now": ([as_of], 1, "clv"),
     }
 
 
@@ -135,7 +141,7 @@ def train_on_dask(
         cluster,
         engine,
         database_url,
-        plan(cutoffs, horizons, options.propensity_days),
+        plan(cutoffs, horizons, options.propensity_days, options.as_of),
         chunk_customers,
     )
     rows = {target: panel.rows(target) for target in TARGETS}

@@ -52,6 +52,7 @@ def _challengers(
     fitted: dict[str, Fitted],
     post: PostProcessing,
     say: Any,
+    non_buyers_share: float | None,
 ) -> Any:
     """Ridge/logistic and MLP challengers judged out of time beside XGBoost's fold model."""
     from app.training import challengers
@@ -73,6 +74,7 @@ def _challengers(
         xgboost_out_of_time,
         evaluation.score,
         say,
+        non_buyers_share,
     )
 
 
@@ -197,7 +199,13 @@ def write_artifact(
         eligibility=(extra or {}).get("eligibility", {}),
         propensity_days=options.propensity_days,
     )
-    outcome = _challengers(directory, options, fitted, post, say) if options.challengers else None
+    # A challenger's interval is shifted to the same expected share of non-buyers as XGBoost's.
+    non_buyers = manifest.clv_intervals.get("non_buyers", {}).get("share")
+    outcome = (
+        _challengers(directory, options, fitted, post, say, non_buyers)
+        if options.challengers
+        else None
+    )
     if outcome is not None:
         from app.training.challengers import serve_champions
 

@@ -15,6 +15,7 @@ import numpy as np
 from app.training import baselines
 from app.training.backtest_plan import BacktestOptions
 from app.training.backtest_scores import MethodScores, column
+from app.training.baselines import FALLBACK_PENALIZERS
 
 
 def _bg_nbd_purchases(parameters: dict[str, float], features: np.ndarray, days: int) -> np.ndarray:
@@ -67,33 +68,6 @@ def spend_rate_heuristic(features: np.ndarray, horizon_days: int) -> MethodScore
     )
 
 
-def _no_purchase_probability(
-    parameters: dict[str, float], features: np.ndarray, days: int
-) -> np.ndarray:
-    """BG/NBD P(no order in the next `days`): (1 - P(alive)) + P(alive) ((α+T)/(α+T+t))^(r+x).
-
-    Exact under BG/NBD: a customer can only drop out right after a purchase, so without a
-    purchase the alive/dead question is the only one left besides the Poisson wait.
-    """
-    import pandas as pd
-    from lifetimes import BetaGeoFitter
-
-    frequency, recency, age, _ = baselines.rfm(features)
-    fitter = BetaGeoFitter()
-    fitter.params_ = pd.Series({k: parameters[k] for k in ("r", "alpha", "a", "b")})
-    alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, age), dtype=float)
-    r, alpha = parameters["r"], parameters["alpha"]
-    wait = ((alpha + age) / (alpha + age + days)) ** (r + frequency)
-    probability = (1.0 - alive) + alive * wait
-    has_orders = column(features, "orders") > 0
-    return np.where(has_orders, np.clip(np.nan_to_num(probability, nan=1.0), 0.0, 1.0), 1.0)
-
-
-#: BG/NBD + GG is fitted without a penalizer (PROTOCOL.md); only when that does not converge are
-#: these tried, in order, and the one that fitted is reported beside the figures.
-FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)
-
-
 def bg_nbd_baseline(
     features: np.ndarray,
     options: BacktestOptions,
@@ -121,13 +95,13 @@ def bg_nbd_baseline(
                 )
                 if fitted is None:
                     return MethodScores(
-                        None, None, error="lifetimes is not installed (extra `bench`)"
+                        None, None, error="lifetimes is not installed (extra `train`)"
                     )
-                probability = _no_purchase_probability(
+                probability = baselines.no_purchase_probability(
                     fitted.parameters, features, options.churn_horizon_days
                 )
                 purchases = _bg_nbd_purchases(fitted.parameters, features, options.clv_horizon_days)
-                propensity = 1.0 - _no_purchase_probability(
+                propensity = 1.0 - baselines.no_purchase_probability(
                     fitted.parameters, features, options.propensity_days
                 )
         except Exception as exc:  # any failure of an optional comparison is reported, not raised

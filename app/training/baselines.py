@@ -1,12 +1,14 @@
 """Baselines evaluated beside the model: a spend-rate heuristic and BG/NBD + Gamma-Gamma.
 
 Both read the same feature matrix the model reads (no second definition of recency & co.).
-BG/NBD needs the optional `lifetimes` package (`uv sync --extra bench`); without it that
+BG/NBD needs the optional `lifetimes` package (`uv sync --extra train`); without it that
 baseline is skipped and training carries on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import warnings
 from dataclasses import dataclass
@@ -39,6 +41,11 @@ class BgNbdResult:
     parameters: dict[str, float]
 
 
+#: BG/NBD is fitted without a penalizer (PROTOCOL.md); only when that does not converge are
+#: these tried, in order, and the one that fitted is reported beside the figures.
+FALLBACK_PENALIZERS = (0.001, 0.01, 0.1)
+
+
 def rfm(features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """lifetimes' (frequency, recency, T, monetary) with daily aggregation, from our features."""
     frequency = _column(features, "repeat_order_days")
@@ -69,7 +76,7 @@ def bg_nbd_gamma_gamma(
         from lifetimes import BetaGeoFitter, GammaGammaFitter
     except ImportError:
         logger.warning(
-            "lifetimes is not installed: BG/NBD baseline skipped (uv sync --extra bench)"
+            "lifetimes is not installed: BG/NBD baseline skipped (uv sync --extra train)"
         )
         return None
     f, r, t, m = rfm(fit_features)
@@ -101,3 +108,68 @@ def bg_nbd_gamma_gamma(
         **{f"gg_{k}": float(v) for k, v in ggf.params_.items()},
     }
     return BgNbdResult(clv=clv, churn_score=churn, parameters=parameters)
+
+
+def no_purchase_probability(
+    parameters: dict[str, float], features: np.ndarray, days: int
+) -> np.ndarray:
+    """BG/NBD P(no order in the next `days`): (1 - P(alive)) + P(alive) ((α+T)/(α+T+t))^(r+x);
+    1 for a customer without orders.
+
+    Exact under BG/NBD: a customer can only drop out right after a purchase, so without a
+    purchase the alive/dead question is the only one left besides the Poisson wait.
+    """
+    import pandas as pd
+    from lifetimes import BetaGeoFitter
+
+    frequency, recency, age, _ = rfm(features)
+    fitter = BetaGeoFitter()
+    fitter.params_ = pd.Series({k: parameters[k] for k in ("r", "alpha", "a", "b")})
+    alive = np.asarray(fitter.conditional_probability_alive(frequency, recency, age), dtype=float)
+    r, alpha = parameters["r"], parameters["alpha"]
+    wait = ((alpha + age) / (alpha + age + days)) ** (r + frequency)
+    probability = (1.0 - alive) + alive * wait
+    has_orders = _column(features, "orders") > 0
+    return np.where(has_orders, np.clip(np.nan_to_num(probability, nan=1.0), 0.0, 1.0), 1.0)
+
+
+@dataclass(frozen=True)
+class BgNbdFit:
+    """BG/NBD alone (no Gamma-Gamma), with the penalizer that fitted and the attempts that did not."""
+
+    parameters: dict[str, float]
+    penalizer: float
+    failed_fits: list[str]
+
+
+def fit_bg_nbd(
+    features: np.ndarray, penalizers: tuple[float, ...] = (0.0, *FALLBACK_PENALIZERS)
+) -> BgNbdFit | None:
+    """Fit BG/NBD on the customers of `features` with orders, with each of `penalizers` in turn
+    until one converges. None when `lifetimes` is not installed; ValueError naming every
+    attempt when none converges (or no customer has an order)."""
+    try:
+        import pandas as pd
+        from lifetimes import BetaGeoFitter
+    except ImportError:
+        return None
+    frequency, recency, age, _ = rfm(features)
+    buyers = _column(features, "orders") > 0
+    if not buyers.any():
+        raise ValueError("no customer with an order to fit BG/NBD on")
+    failures: list[str] = []
+    for penalizer in penalizers:
+        try:
+            # lifetimes/scipy print optimiser dumps on failure: keep them out of the output.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fitter = BetaGeoFitter(penalizer_coef=penalizer).fit(
+                    pd.Series(frequency[buyers]), pd.Series(recency[buyers]), pd.Series(age[buyers])
+                )
+        except Exception as exc:  # lifetimes raises ConvergenceError, scipy others
+            message = " ".join(str(exc).split())[:200]
+            failures.append(f"penalizer {penalizer:g}: {type(exc).__name__}: {message}")
+            continue
+        parameters = {k: float(v) for k, v in fitter.params_.items()}
+        return BgNbdFit(parameters, penalizer, failures)
+    raise ValueError("BG/NBD did not fit: " + "; ".join(failures))

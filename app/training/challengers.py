@@ -258,8 +258,11 @@ def train_family(
     churn_split: Any,
     seed: int,
     directory: Path,
+    non_buyers_share: float | None = None,
 ) -> Challenger:
-    """Fold fit -> holdout predictions; refit on every training row -> ONNX + parity."""
+    """Fold fit -> holdout predictions; refit on every training row -> ONNX + parity. The CLV
+    interval is calibrated on the fold model's validation predictions, shifted to
+    `non_buyers_share` like XGBoost's (app.training.intervals.label_shift_weights)."""
     n_features = clv_split.train.features.shape[1]
     fold_clv = fit_clv(family, clv_split.fold.features, clv_split.fold.label, seed)
     fold_churn = fit_churn(family, churn_split.fold.features, churn_split.fold.label, seed)
@@ -282,15 +285,18 @@ def train_family(
         np.vstack([clv_split.holdout.features, churn_split.holdout.features]),
     )
     from app.training.calibration import fit_intervals
+    from app.training.intervals import label_shift_weights
 
+    label = clv_split.validation.label
     return Challenger(
         family=family,
         files=files,
         parity=checked,
         clv_intervals=fit_intervals(
             serve_clv(fold_clv.predict(clv_split.validation.features)),
-            clv_split.validation.label,
+            label,
             clv_split.gap_days,
+            weights=label_shift_weights(label, non_buyers_share),
         ),
         fold_holdout={
             "clv": serve_clv(fold_clv.predict(clv_split.holdout.features)),
@@ -350,6 +356,7 @@ def run(
     xgboost_out_of_time: dict[str, float],
     score: Any,
     say: Any,
+    non_buyers_share: float | None = None,
 ) -> Outcome:
     """Train every family, judge it out of time with `score`, pick the champion per target.
 
@@ -358,7 +365,7 @@ def run(
     trained: list[Challenger] = []
     candidates: dict[str, dict[str, float]] = {"xgboost": xgboost_out_of_time}
     for family in FAMILIES:
-        challenger = train_family(family, clv_split, churn_split, seed, directory)
+        challenger = train_family(family, clv_split, churn_split, seed, directory, non_buyers_share)
         challenger.metrics_out_of_time = score(
             clv_split.holdout.label,
             churn_split.holdout.label,
@@ -407,8 +414,12 @@ def serve_champions(outcome: Outcome, directory: Path, manifest: Any) -> None:
         manifest.files.pop("combined_onnx", None)
         if target == "clv":
             manifest.training["clv_scale"] = 1.0
-            # XGBoost's intervals were calibrated on XGBoost's errors: use the winner's own.
-            manifest.clv_intervals = by_family[family].clv_intervals
+            # XGBoost's intervals were calibrated on XGBoost's errors: use the winner's own
+            # (shifted to the same expected share of non-buyers, recorded again with it).
+            shift = manifest.clv_intervals.get("non_buyers")
+            manifest.clv_intervals = dict(by_family[family].clv_intervals)
+            if shift is not None and manifest.clv_intervals:
+                manifest.clv_intervals["non_buyers"] = shift
         else:
             manifest.churn_calibration = Calibration(method="none")
     manifest.training["families"] = outcome.families()

@@ -1,7 +1,9 @@
 """The CLV interval (`clv.p10/p50/p90`): calibrated for MARGINAL 80 % coverage out of time.
 
 Fitted by `clv train` on the out-of-time fold (the fold model's predictions on the validation
-customers at the latest cutoff, never on the window a backtest evaluates), stored in the manifest
+customers at the latest cutoff, never on the window a backtest evaluates), weighted to the share
+of non-buyers BG/NBD expects over the next horizon among the customers known now (label shift:
+expected_non_buyers, label_shift_weights), stored in the manifest
 as ratio tables by bin of predicted CLV (`clv_intervals`), applied by
 app.scoring.predictor.clv_interval. Why this design and what it does not promise:
 docs/predictions.md, "How the interval is built".
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from app.scoring.predictor import clv_interval
+from app.training.baselines import fit_bg_nbd, no_purchase_probability
+from app.training.evaluate import BGNBD_FIT_SAMPLE
 
 #: CLV interval calibration: at most this many bins of predicted CLV, at least this many rows each.
 INTERVAL_BINS = 10
@@ -23,6 +27,12 @@ INTERVAL_COVERAGE = 0.80
 #: The search range of the per-bin nominal level (see fit_intervals) and its bisection steps.
 LEVEL_RANGE = (0.50, 0.99)
 LEVEL_STEPS = 40
+NON_BUYERS_METHOD = (
+    "BG/NBD (lifetimes) fitted on the customers known at the training instant (a hash sample of "
+    f"at most {BGNBD_FIT_SAMPLE:,} when there are more, as for the BG/NBD baseline), mean "
+    "P(no order over the CLV horizon), 1 for customers without orders; the calibration rows "
+    "weighted to that share of non-buyers (label shift)"
+)
 INTERVAL_METHOD = (
     "marginal-coverage interval, zero-aware: per bin of predicted CLV, quantiles of "
     "actual/predicted at a common nominal level (equal tails where the bin's zero share allows, "
@@ -74,6 +84,7 @@ def fit_intervals(
     actual: np.ndarray,
     gap_days: int,
     target: float = INTERVAL_COVERAGE,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """CLV p10 / p50 / p90 as ratio tables by bin of predicted CLV, calibrated so that [p10, p90]
     covers `target` of the out-of-time rows (the fold model's validation rows): MARGINAL coverage.
@@ -85,6 +96,11 @@ def fit_intervals(
     at 0 included with their [0, 0]): coverage is monotone in the level (the intervals are nested).
     Bins whose zero share exceeds the level cover that share (a floor no interval containing 0 can
     beat), so the others take a level below `target`: per-bin coverage varies, the report shows it.
+
+    `weights` (one per row, default equal) weight the coverage the level search aims at, as in
+    weighted split conformal prediction (Tibshirani et al., 2019): bench.intervals uses them for
+    a diagnostic that reweights the rows to another window's share of non-buyers. The bins and
+    their ratio quantiles stay unweighted.
 
     Serving multiplies a prediction by the ratios interpolated at it
     (app.scoring.predictor.clv_interval). Empty dict when there are too few rows to calibrate.
@@ -101,7 +117,8 @@ def fit_intervals(
 
     def coverage(level: float) -> float:
         table = _bin_table(ratios, level)
-        return float(served_coverage(predicted, actual, centers, table).mean())
+        covered = served_coverage(predicted, actual, centers, table)
+        return float(np.average(covered, weights=weights))
 
     low, high = LEVEL_RANGE
     if coverage(low) >= target:
@@ -131,6 +148,48 @@ def fit_intervals(
         "p50": table[1],
         "p90": table[2],
     }
+
+
+def expected_non_buyers(features: np.ndarray, horizon_days: int) -> dict[str, Any]:
+    """The share of the customers of `features` (those known at the training instant, or a
+    hash sample of them) that BG/NBD, fitted on them, expects to buy nothing over the next
+    `horizon_days`: the prior the interval's calibration is shifted to (fit_intervals' weights).
+
+    {"share": float, "method", "parameters", "penalizer", "customers"}, or {"share": None,
+    "reason"} when lifetimes is missing or BG/NBD does not fit: the calibration is then left
+    unweighted, and the manifest says why.
+    """
+    try:
+        fitted = fit_bg_nbd(features)
+    except ValueError as exc:
+        return {"share": None, "reason": str(exc)}
+    if fitted is None:
+        return {"share": None, "reason": "lifetimes is not installed (extra `train`)"}
+    share = float(np.mean(no_purchase_probability(fitted.parameters, features, horizon_days)))
+    return {
+        "share": share,
+        "method": NON_BUYERS_METHOD,
+        "parameters": fitted.parameters,
+        "penalizer": fitted.penalizer,
+        "customers": len(features),
+    }
+
+
+def label_shift_weights(labels: np.ndarray, share: float | None) -> np.ndarray | None:
+    """Weights that give the calibration rows a share `share` of non-buyers (label 0) while
+    keeping everything else about them: non-buyers share / fold share, buyers (1 - share) /
+    (1 - fold share). The label-shift correction of conformal prediction (Podkopaev & Ramdas,
+    2021): the rows' mix of buyers and non-buyers is moved to the one expected, not the rows.
+    None (unweighted) without a share or when the rows hold only one of the two kinds."""
+    if share is None or not len(labels):
+        return None
+    zeros = labels == 0
+    fold = float(zeros.mean())
+    if not 0.0 < fold < 1.0:
+        return None
+    share = min(max(share, 0.0), 1.0)
+    weights: np.ndarray = np.where(zeros, share / fold, (1.0 - share) / (1.0 - fold))
+    return weights
 
 
 def interval_summary(

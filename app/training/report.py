@@ -142,6 +142,18 @@ def _coverage(manifest: Any, charts: Charts) -> str:
             "most customers buy nothing cover at least their zero share, the others less "
             "(docs/predictions.md).</p>"
         )
+    non_buyers = intervals.get("non_buyers") or {}
+    if non_buyers.get("share") is not None:
+        text += (
+            "<p>Shifted to the next horizon's expected share of non-buyers: "
+            f"<strong>{float(non_buyers['share']):.1%}</strong> (BG/NBD on "
+            f"{int(non_buyers.get('customers', 0)):,} customers known at training time) "
+            f"against {float(non_buyers.get('fold_share', 0.0)):.1%} in the fold's window (label "
+            "shift). Coverage follows that share; the holdout lies in the fold's window, so it "
+            "covers less than 80 % when more non-buyers are expected, more when fewer are.</p>"
+        )
+    elif non_buyers:
+        text += f'<p class="na">Not shifted: {esc(str(non_buyers.get("reason")))}.</p>'
     if intervals.get("below_p10") is not None:
         text += (
             f"<p>Holdout: below p10 {float(intervals['below_p10']):.1%}, above p90 "

@@ -40,6 +40,8 @@ from app.training.dataset import (
     training_cutoffs,
 )
 from app.training.eligibility import check_eligibility
+from app.training.evaluate import BGNBD_FIT_SAMPLE
+from app.training.intervals import expected_non_buyers, label_shift_weights
 from app.training.options import TrainingFailed, TrainOptions, TrainResult
 from app.training.refit import Fitted, PostProcessing, fit_target
 from app.training.repository import data_fingerprint
@@ -127,9 +129,21 @@ def finish_training(
     calibration, calibration_check = choose_calibration(
         churn.fold_validation, churn.split.validation.label, churn.split.validation.customer_ids
     )
-    intervals = fit_intervals(
-        np.maximum(clv.fold_validation * scale, 0.0), clv.split.validation.label, clv.split.gap_days
+    # The interval's calibration rows, moved to the share of non-buyers BG/NBD expects among the
+    # customers known now (label shift): that share drifts between the fold's window and the
+    # next one, and coverage follows it (docs/predictions.md).
+    label = clv.split.validation.label
+    non_buyers = expected_non_buyers(
+        panel.sample(options.as_of, BGNBD_FIT_SAMPLE), options.clv_horizon_days
     )
+    intervals = fit_intervals(
+        np.maximum(clv.fold_validation * scale, 0.0),
+        label,
+        clv.split.gap_days,
+        weights=label_shift_weights(label, non_buyers["share"]),
+    )
+    if intervals:
+        intervals["non_buyers"] = {"fold_share": float(np.mean(label == 0)), **non_buyers}
 
     created = dt.datetime.now(dt.UTC).replace(microsecond=0)
     version = f"{created:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"

@@ -91,6 +91,14 @@ def test_dask_model_matches_single_node_on_protocol_a(
     assert on_dask.manifest.rows == single.manifest.rows
     assert on_dask.manifest.feature_ranges == single.manifest.feature_ranges
     assert on_dask.manifest.data == single.manifest.data
+    # The interval's expected share of non-buyers: BG/NBD on the same customers as of T, whose
+    # features the workers computed (the "now" entry of the plan).
+    expected = single.manifest.clv_intervals["non_buyers"]
+    assert expected["share"] is not None
+    assert on_dask.manifest.clv_intervals["non_buyers"]["customers"] == expected["customers"]
+    assert on_dask.manifest.clv_intervals["non_buyers"]["share"] == pytest.approx(
+        expected["share"], abs=1e-9
+    )
 
 
 def test_the_dask_artifact_is_the_single_node_artifact(
@@ -130,7 +138,11 @@ def test_worker_rows_are_the_single_node_rows(cdnow: tuple[str, Engine], cluster
         for t in ("clv", "churn")
     }
     panel = DaskPanel(
-        cluster, engine, url, plan(cutoffs, {"clv": HORIZON, "churn": HORIZON}, 30), CHUNK
+        cluster,
+        engine,
+        url,
+        plan(cutoffs, {"clv": HORIZON, "churn": HORIZON}, 30, options.as_of),
+        CHUNK,
     )
     assert len(panel.ranges) == 5
     assert len(set(panel.workers)) == 2

@@ -23,13 +23,10 @@ from app.events.transactions import read_csv
 from app.features.definitions import FEATURE_INDEX, parse_as_of
 from app.features.repository import offline_matrix
 from app.training.backtest import run_backtest
-from app.training.backtest_baselines import (
-    FALLBACK_PENALIZERS,
-    bg_nbd_baseline,
-    recency_heuristic,
-)
+from app.training.backtest_baselines import bg_nbd_baseline, recency_heuristic
 from app.training.backtest_plan import BacktestError, BacktestOptions
 from app.training.backtest_tables import text_table
+from app.training.baselines import FALLBACK_PENALIZERS
 from app.training.options import TrainOptions, TrainResult
 from app.training.train import train
 from tests.conftest import CDNOW, create_database, demo_database, drop_database

@@ -124,11 +124,21 @@ def test_a_winning_challenger_serves_through_the_same_contract(
     manifest = read_manifest(directory)
     outcome = challengers.Outcome([], {"clv": "mlp", "churn": "linear"})
     outcome.challengers = [
-        challengers.Challenger(f, challengers.file_names(f), {"passed": True}, {})
+        challengers.Challenger(
+            f,
+            challengers.file_names(f),
+            {"passed": True},
+            {},
+            clv_intervals={"nominal_level": 0.6, "family": f},
+        )
         for f in challengers.FAMILIES
     ]
+    shift = manifest.clv_intervals["non_buyers"]
     challengers.serve_champions(outcome, directory, manifest)
     write_manifest(directory, manifest)
+    # The winner's own interval, with the label shift it was calibrated with recorded again.
+    served_intervals = read_manifest(directory).clv_intervals
+    assert served_intervals == {"nominal_level": 0.6, "family": "mlp", "non_buyers": shift}
     assert read_manifest(directory).training["families"] == {"clv": "mlp", "churn": "logistic"}
     features = offline_matrix(demo_engine, END).values
     served = load_model(directory).predictor.predict(features)  # what the API loads

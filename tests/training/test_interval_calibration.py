@@ -111,3 +111,21 @@ def test_a_target_below_the_zero_floor_is_not_reached_and_says_so(cdnow: np.ndar
     assert intervals["nominal_level"] == LEVEL_RANGE[0]
     assert intervals["calibration_coverage"] >= zero_share - 0.01
     assert intervals["calibration_coverage"] > intervals["target_coverage"]
+
+
+def test_weights_reweight_the_coverage_aimed_at_and_equal_weights_change_nothing(
+    cdnow: np.ndarray,
+) -> None:
+    _, predicted, actual = window(cdnow, "1997-09-30")
+    plain = fit_intervals(predicted, actual, gap_days=0)
+    assert fit_intervals(predicted, actual, gap_days=0, weights=np.full(len(actual), 3.0)) == plain
+    # Rows reweighted to a window with more non-buyers (label shift): every non-buyer is
+    # covered, so the level needed for 80 % falls, and the weighted coverage still reaches it.
+    zeros = actual == 0
+    share, shifted = float(zeros.mean()), float(zeros.mean()) + 0.05
+    weights = np.where(zeros, shifted / share, (1 - shifted) / (1 - share))
+    moved = fit_intervals(predicted, actual, gap_days=0, weights=weights)
+    assert moved["nominal_level"] < plain["nominal_level"]
+    reached = np.average(covered(moved, predicted, actual), weights=weights)
+    assert reached == pytest.approx(INTERVAL_COVERAGE, abs=0.01)
+    assert covered(moved, predicted, actual).mean() < covered(plain, predicted, actual).mean()

@@ -15,9 +15,12 @@ from app.config import Settings
 from app.db import create_sync_engine
 from app.demo.generator import generate_demo
 from app.events.bulk import BulkLoader
+from app.features.definitions import FEATURE_NAMES
 from app.scoring.predictor import clv_interval
+from app.training.baselines import no_purchase_probability
 from app.training.calibration import fit_intervals
 from app.training.eligibility import MIN_CUSTOMERS_WITH_ORDERS
+from app.training.intervals import label_shift_weights
 from app.training.options import NotEligible, TrainingFailed, TrainOptions
 from app.training.train import train
 from tests.conftest import create_database, drop_database
@@ -140,6 +143,12 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     assert 0.5 <= intervals["nominal_level"] <= 0.99
     assert intervals["calibration_coverage"] == pytest.approx(0.80, abs=0.02)
     assert intervals["fold"].startswith("out-of-time")
+    # Shifted to the share of non-buyers BG/NBD expects among the customers known at as_of.
+    non_buyers = intervals["non_buyers"]
+    assert 0.0 < non_buyers["fold_share"] < 1.0
+    assert 0.0 < non_buyers["share"] < 1.0
+    assert set(non_buyers["parameters"]) == {"r", "alpha", "a", "b"}
+    assert non_buyers["customers"] == eligibility["customers"]  # all of them: under the sample cap
     # Holdout customers (never used to calibrate), same period: 80 % up to sampling noise
     # (three standard errors of a share over that many customers).
     holdout = result.manifest.rows["clv_holdout"]
@@ -156,3 +165,59 @@ def test_history_shorter_than_the_horizons_is_refused(engine_with: Engine, tmp_p
     # The combined graph is exact: the same nodes as the four files.
     assert result.manifest.parity.extra["combined"]["max_abs_diff"] == 0.0
     assert result.manifest.files["combined_onnx"] == "all.onnx"
+
+
+def test_label_shift_to_the_window_s_share_of_non_buyers_restores_coverage() -> None:
+    """Rows of a window with more non-buyers than the calibration rows, everything else equal
+    (label shift): shifted to that share, the calibration covers 80 % of them; unweighted, it
+    covers more (every extra non-buyer is inside)."""
+    rng = np.random.default_rng(5)
+    predicted, actual = zero_inflated(rng, 20_000)
+    fold_share = float(np.mean(actual == 0))
+    target_share = fold_share + 0.10
+    fresh_p, fresh_y = zero_inflated(rng, 60_000)
+    zeros, buyers = np.flatnonzero(fresh_y == 0), np.flatnonzero(fresh_y > 0)
+    n = 20_000
+    pick = np.r_[
+        rng.choice(zeros, round(n * target_share)), rng.choice(buyers, n - round(n * target_share))
+    ]
+    window_p, window_y = fresh_p[pick], fresh_y[pick]
+
+    def coverage(intervals: dict[str, object]) -> float:
+        bounds = clv_interval(window_p, intervals)
+        assert bounds is not None
+        return float(
+            ((window_y >= np.round(bounds[0], 2)) & (window_y <= np.round(bounds[2], 2))).mean()
+        )
+
+    weights = label_shift_weights(actual, target_share)
+    assert weights is not None
+    assert np.average(actual == 0, weights=weights) == pytest.approx(target_share)
+    shifted = fit_intervals(predicted, actual, gap_days=0, weights=weights)
+    plain = fit_intervals(predicted, actual, gap_days=0)
+    assert coverage(shifted) == pytest.approx(0.80, abs=0.015)
+    assert coverage(plain) > 0.80 + 0.025
+    # Nothing to shift to, or only one kind of row: unweighted.
+    assert label_shift_weights(actual, None) is None
+    assert label_shift_weights(np.zeros(10), 0.5) is None
+
+
+def test_bg_nbd_no_order_probability_of_a_first_time_buyer_is_its_unconditional_one() -> None:
+    """One order today (x = 0, t_x = 0, T = 0): alive for sure, so P(no order in t) is BG/NBD's
+    unconditional P(X(t) = 0) = (alpha / (alpha + t))^r, which lifetimes computes itself."""
+    pd = pytest.importorskip("pandas")
+    lifetimes = pytest.importorskip("lifetimes")
+    parameters = {"r": 0.24, "alpha": 4.4, "a": 0.79, "b": 2.43}
+    row = np.zeros((1, len(FEATURE_NAMES)))
+    row[0, FEATURE_NAMES.index("orders")] = 1
+    fitter = lifetimes.BetaGeoFitter()
+    fitter.params_ = pd.Series(parameters)
+    for days in (7, 30, 181):
+        ours = no_purchase_probability(parameters, row, days)[0]
+        assert ours == pytest.approx(float(fitter.probability_of_n_purchases_up_to_time(days, 0)))
+    # More time, fewer customers who stay silent; nobody without orders ever buys here.
+    many = np.repeat(row, 2, axis=0)
+    many[1, FEATURE_NAMES.index("orders")] = 0
+    short, long = (no_purchase_probability(parameters, many, d) for d in (30, 365))
+    assert long[0] < short[0] < 1.0
+    assert short[1] == long[1] == 1.0

@@ -404,6 +404,7 @@ def card_manifest(**changes: Any) -> SimpleNamespace:
             "width_mean": 98.25,
             "coverage_by_decile": [0.8] * 10,
             "zero_share_by_decile": [0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.9, 0.95],
+            "non_buyers": {"fold_share": 0.6891, "share": 0.7784, "customers": 23570},
         },
         "feature_ranges": {"recency_days": [0.0, 540.0], "net_revenue": [-12.5, 98765.0]},
     }
@@ -434,6 +435,16 @@ def test_model_card_sections_from_the_manifest(
     assert "3,765 out-of-time rows (fold gap 60 days)" in coverage
     assert "below p10 3.2%, above p90 15.6%" in coverage
     assert "median 12.50, mean 98.25" in coverage
+    # The label shift it was calibrated with: expected share, fold share, on how many customers.
+    assert "<strong>77.8%</strong> (BG/NBD on 23,570 customers" in coverage
+    assert "against 68.9% in the fold" in coverage
+    unshifted = card_manifest()
+    unshifted.clv_intervals = {
+        **unshifted.clv_intervals,
+        "non_buyers": {"share": None, "reason": "lifetimes is not installed (extra `train`)"},
+    }
+    page = render(*data, manifest=unshifted)
+    assert "Not shifted: lifetimes is not installed" in section(page, "coverage")
     ranges = section(page, "ranges")
     assert "net_revenue" in ranges
     assert "98,765" in ranges
