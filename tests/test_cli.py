@@ -107,3 +107,33 @@ def test_score_refuses_a_model_trained_in_another_currency(tmp_path: Path) -> No
     assert done.returncode == 2, done.stdout
     assert "trained on amounts in USD, this service runs in EUR" in done.stderr
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_generate_demo_with_an_end_is_repeatable_and_a_moved_end_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'clv.db'}")
+    schema.upgrade("head", settings)
+    env = {**os.environ, "CLV_DATABASE_URL": settings.database_url}
+
+    def demo(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "app.cli", "generate-demo", "--customers", "5", *flags]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    first = demo("--seed", "9", "--end", "2026-06-30")
+    assert first.returncode == 0, first.stderr
+    made = re.search(r"demo data: 5 new customers, (\d+) new events", first.stdout)
+    assert made is not None, first.stdout
+    assert int(made.group(1)) > 0
+    # The same command again: the same events, all already stored.
+    again = demo("--seed", "9", "--end", "2026-06-30")
+    assert again.returncode == 0, again.stderr
+    assert f"0 new customers, 0 new events ({made.group(1)} already stored)" in again.stdout
+    # The same seed for another end: the same ids with other timestamps, refused and explained.
+    moved = demo("--seed", "9", "--end", "2026-07-30")
+    assert moved.returncode == 2, moved.stdout
+    assert "demo events of seed 9 are already stored with other content" in moved.stderr
+    assert "Pass another --seed" in moved.stderr
+    bad = demo("--end", "2026-13-01")
+    assert bad.returncode == 2
+    assert "Invalid value for '--end'" in bad.stderr

@@ -23,8 +23,8 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def parse_instant(value: str) -> dt.datetime:
-    """An --as-of value (YYYY-MM-DD = end of that UTC day, or RFC 3339 with offset)."""
+def parse_instant(value: str, option: str = "--as-of") -> dt.datetime:
+    """An --as-of (or `option`) value: YYYY-MM-DD = end of that UTC day, or RFC 3339 with offset."""
     from app.features.definitions import parse_as_of
 
     try:
@@ -32,7 +32,7 @@ def parse_instant(value: str) -> dt.datetime:
     except ValueError as exc:
         raise typer.BadParameter(
             f"{value!r}: {exc}; give YYYY-MM-DD or an RFC 3339 instant with offset",
-            param_hint="'--as-of'",
+            param_hint=f"'{option}'",
         ) from exc
 
 

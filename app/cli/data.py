@@ -84,7 +84,15 @@ def import_transactions(
 def generate_demo(
     customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (ids include it).")] = 7,
-    years: Annotated[float, typer.Option(min=0.1, help="History length, ending now.")] = 3.0,
+    years: Annotated[float, typer.Option(min=0.1, help="History length, ending at --end.")] = 3.0,
+    end: Annotated[
+        str,
+        typer.Option(
+            "--end",
+            help="Last instant of the history (YYYY-MM-DD = end of that UTC day). Default: a "
+            "minute ago. The same --seed, --end, --years and --customers give the same events.",
+        ),
+    ] = "",
     if_empty: Annotated[
         bool,
         typer.Option("--if-empty/--no-if-empty", help="Do nothing if events exist already."),
@@ -93,9 +101,14 @@ def generate_demo(
     """Generate and load synthetic, realistic event streams (orders, refunds, sessions, carts...)."""
     from app.db import create_sync_engine
     from app.demo.generator import generate_demo as generate
-    from app.events.bulk import BulkLoader
+    from app.events.bulk import BulkConflict, BulkLoader
     from app.events.repository import any_events
 
+    last = (
+        parse_instant(end, "--end")
+        if end
+        else dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+    )
     settings = get_settings()
     engine = create_sync_engine(settings)
     if if_empty:
@@ -104,21 +117,30 @@ def generate_demo(
                 typer.echo("events exist already; no demo data loaded")
                 engine.dispose()
                 return
-    end = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
-    start = end - dt.timedelta(days=round(365.25 * years))
+    start = last - dt.timedelta(days=round(365.25 * years))
     loader = BulkLoader(engine, settings.currency)
     created = seen = made_customers = 0
     started = time.perf_counter()
-    with tqdm(
-        total=customers, unit="cust", desc="generating", file=sys.stderr, disable=None
-    ) as bar:
-        batches = generate(customers, seed, start=start, end=end, chunk_customers=10_000)
-        for stats in loader.load_all((chunk.events, chunk.customers) for chunk in batches):
-            created += stats.events_created
-            seen += stats.events_seen
-            made_customers += stats.customers_created
-            bar.update(stats.customers_seen)
-    engine.dispose()
+    try:
+        with tqdm(
+            total=customers, unit="cust", desc="generating", file=sys.stderr, disable=None
+        ) as bar:
+            batches = generate(customers, seed, start=start, end=last, chunk_customers=10_000)
+            for stats in loader.load_all((chunk.events, chunk.customers) for chunk in batches):
+                created += stats.events_created
+                seen += stats.events_seen
+                made_customers += stats.customers_created
+                bar.update(stats.customers_seen)
+    except BulkConflict as exc:
+        # Event ids are the seed's; their timestamps come from --end (default: now).
+        raise fail(
+            f"demo events of seed {seed} are already stored with other content ({exc}): they "
+            f"were generated for another --end or --years (the default --end is now). Pass "
+            f"another --seed for more demo data, the same --end to load the same data again, "
+            f"or --if-empty to keep what is stored; {created} events of earlier chunks were loaded"
+        ) from exc
+    finally:
+        engine.dispose()
     typer.echo(
         f"demo data: {made_customers} new customers, {created} new events "
         f"({seen - created} already stored) in {time.perf_counter() - started:.1f} s"

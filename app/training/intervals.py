@@ -98,9 +98,9 @@ def fit_intervals(
     beat), so the others take a level below `target`: per-bin coverage varies, the report shows it.
 
     `weights` (one per row, default equal) weight the coverage the level search aims at, as in
-    weighted split conformal prediction (Tibshirani et al., 2019): bench.intervals uses them for
-    a diagnostic that reweights the rows to another window's share of non-buyers. The bins and
-    their ratio quantiles stay unweighted.
+    weighted split conformal prediction (Tibshirani et al., 2019): `clv train` passes
+    label_shift_weights, which move the rows to the share of non-buyers expected next. The bins
+    and their ratio quantiles stay unweighted: the shift moves the common level only.
 
     Serving multiplies a prediction by the ratios interpolated at it
     (app.scoring.predictor.clv_interval). Empty dict when there are too few rows to calibrate.
