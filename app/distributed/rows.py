@@ -226,7 +226,8 @@ class DaskPanel:
         return np.vstack([p.values for p in parts]) if parts else np.empty((0, len(FEATURE_NAMES)))
 
     def served(self, cutoff: dt.datetime, predictor: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions for every customer as of `cutoff`, computed where the features are.
+        """Predictions for every customer as of a planned `cutoff` (the "now" entry for
+        `as_of`), computed on the workers from the features they already hold.
 
         The artifact's files travel with the tasks: a remote worker need not see the client's
         model directory.
@@ -238,13 +239,8 @@ class DaskPanel:
             if p.name == "manifest.json" or p.suffix == ".onnx"
         }
         shipped = self.client.scatter(files, broadcast=True)
-        futures = [
-            self.client.submit(
-                served_range, self.database_url, shipped, cutoff, lo, hi, workers=[w], pure=False
-            )
-            for (lo, hi), w in zip(self.ranges, self.workers, strict=True)
-        ]
-        parts = self.client.gather(futures)
+        rows, index = self._at(cutoff)
+        parts = self.client.gather(rows._map(served_rows, shipped, index))
         clv = np.concatenate([p[0] for p in parts]) if parts else np.empty(0)
         churn = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
         return clv, churn
@@ -277,13 +273,10 @@ def _sample(rows: Rows, index: int, share: float) -> FeatureMatrix:
 _PREDICTORS: dict[str, Any] = {}
 
 
-def served_range(
-    database_url: str, files: dict[str, bytes], as_of: dt.datetime, lo: int, hi: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(CLV, churn probability) served for the customers in [lo, hi) as of `as_of`."""
+def served_rows(rows: Rows, files: dict[str, bytes], index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(CLV, churn probability) served for a partition's customers at its cutoff `index`."""
     import hashlib
 
-    from app.features.repository import range_features
     from app.scoring.predictor import Predictor
 
     key = hashlib.sha256(b"".join(files[name] for name in sorted(files))).hexdigest()
@@ -292,8 +285,8 @@ def served_range(
         for name, content in files.items():
             (directory / name).write_bytes(content)
         _PREDICTORS[key] = Predictor(directory)
-    matrix = range_features(tasks.worker_engine(database_url), as_of, lo, hi)
-    if not len(matrix):
+    features = rows.features[rows.cutoff == index]
+    if not len(features):
         return np.empty(0), np.empty(0)
-    predictions = _PREDICTORS[key].predict(matrix.values)
+    predictions = _PREDICTORS[key].predict(features)
     return predictions.clv, predictions.churn_probability

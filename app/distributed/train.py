@@ -35,8 +35,9 @@ def plan(
     as_of: dt.datetime,
 ) -> tasks.Plan:
     """What each partition builds: the single-node targets, cutoffs and label windows, and the
-    features at `as_of` ("now", never fitted: the customers the CLV interval's expected share
-    of non-buyers is estimated on, as single-node training reads them with Panel.sample)."""
+    features at `as_of` ("now", never fitted): the customers the CLV interval's expected share
+    of non-buyers is estimated on and the manifest's served percentiles are computed from, read
+    once on the workers as single-node training reads Panel.at(as_of) once."""
     return {
         "clv": (cutoffs["clv"], horizons["clv"], "clv"),
         "churn": (cutoffs["churn"], horizons["churn"], "churn"),

@@ -12,6 +12,7 @@ import io
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,18 +74,17 @@ def bg_nbd_gamma_gamma(
     """
     try:
         import pandas as pd
-        from lifetimes import BetaGeoFitter, GammaGammaFitter
+        from lifetimes import GammaGammaFitter
     except ImportError:
         logger.warning(
             "lifetimes is not installed: BG/NBD baseline skipped (uv sync --extra train)"
         )
         return None
-    f, r, t, m = rfm(fit_features)
+    f, _, _, m = rfm(fit_features)
     buyers = _column(fit_features, "orders") > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bgf = BetaGeoFitter(penalizer_coef=penalizer_coef)
-        bgf.fit(pd.Series(f[buyers]), pd.Series(r[buyers]), pd.Series(t[buyers]))
+        bgf = _fit_bg_nbd_model(fit_features, penalizer_coef)
         repeaters = buyers & (f > 0) & (m > 0)
         ggf = GammaGammaFitter(penalizer_coef=penalizer_coef)
         ggf.fit(pd.Series(f[repeaters]), pd.Series(m[repeaters]))
@@ -142,6 +142,18 @@ class BgNbdFit:
     failed_fits: list[str]
 
 
+def _fit_bg_nbd_model(features: np.ndarray, penalizer: float) -> Any:
+    """lifetimes' BetaGeoFitter fitted on the customers of `features` with orders."""
+    import pandas as pd
+    from lifetimes import BetaGeoFitter
+
+    frequency, recency, age, _ = rfm(features)
+    buyers = _column(features, "orders") > 0
+    return BetaGeoFitter(penalizer_coef=penalizer).fit(
+        pd.Series(frequency[buyers]), pd.Series(recency[buyers]), pd.Series(age[buyers])
+    )
+
+
 def fit_bg_nbd(
     features: np.ndarray, penalizers: tuple[float, ...] = (0.0, *FALLBACK_PENALIZERS)
 ) -> BgNbdFit | None:
@@ -149,13 +161,10 @@ def fit_bg_nbd(
     until one converges. None when `lifetimes` is not installed; ValueError naming every
     attempt when none converges (or no customer has an order)."""
     try:
-        import pandas as pd
-        from lifetimes import BetaGeoFitter
+        import lifetimes  # noqa: F401
     except ImportError:
         return None
-    frequency, recency, age, _ = rfm(features)
-    buyers = _column(features, "orders") > 0
-    if not buyers.any():
+    if not (_column(features, "orders") > 0).any():
         raise ValueError("no customer with an order to fit BG/NBD on")
     failures: list[str] = []
     for penalizer in penalizers:
@@ -163,9 +172,7 @@ def fit_bg_nbd(
             # lifetimes/scipy print optimiser dumps on failure: keep them out of the output.
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fitter = BetaGeoFitter(penalizer_coef=penalizer).fit(
-                    pd.Series(frequency[buyers]), pd.Series(recency[buyers]), pd.Series(age[buyers])
-                )
+                fitter = _fit_bg_nbd_model(features, penalizer)
         except Exception as exc:  # lifetimes raises ConvergenceError, scipy others
             message = " ".join(str(exc).split())[:200]
             failures.append(f"penalizer {penalizer:g}: {type(exc).__name__}: {message}")

@@ -16,7 +16,7 @@ from app.alerts.transitions import Snapshot, transitions
 from app.artifacts import current_directory
 from app.config import Settings
 from app.db import create_async_db_engine
-from app.scoring.registry import load_model
+from app.scoring.registry import LoadedModel, load_model
 from app.scoring.service import PredictionService
 from tests.alerts.support import alert_rows, count, expected_scores, stored_run
 from tests.scoring.support import AS_OF_INSTANT
@@ -135,16 +135,21 @@ async def test_score_true_emits_once_and_in_the_events_transaction(
     assert len(alert_rows(demo)) == len(rows)
 
 
+def model_and_customers(settings: Settings, n: int) -> tuple[LoadedModel, list[str]]:
+    """The current model and the first `n` customers (by id) who are past prospect at T1."""
+    directory = current_directory(settings.model_dir)
+    assert directory is not None
+    customers = sorted(
+        c for c, s in expected_scores(settings, T1).items() if s.lifecycle_stage != "prospect"
+    )
+    return load_model(directory, threads=1), customers[:n]
+
+
 async def test_a_rolled_back_transaction_emits_nothing(demo: Settings) -> None:
     stored_run(demo, T1)
     states = count(demo, "customer_states")
-    directory = current_directory(demo.model_dir)
-    assert directory is not None
-    model = load_model(directory, threads=1)
+    model, customers = model_and_customers(demo, 20)
     engine = create_async_db_engine(demo)
-    customers = sorted(
-        c for c, s in expected_scores(demo, T1).items() if s.lifecycle_stage != "prospect"
-    )[:20]
     try:
         for outcome in ("rollback", "commit"):
             async with AsyncSession(engine) as session:
@@ -228,13 +233,8 @@ async def test_feed_cursor_never_skips_an_alert_whose_transaction_commits_late(
     A reader polling the feed in between must not be handed a cursor past A's alerts: B's ids
     would be above A's, and A's would land behind the cursor. (B waits for A instead.)"""
     stored_run(demo, T1)
-    directory = current_directory(demo.model_dir)
-    assert directory is not None
-    model = load_model(directory, threads=1)
+    model, customers = model_and_customers(demo, 40)
     engine = create_async_db_engine(demo)
-    customers = sorted(
-        c for c, s in expected_scores(demo, T1).items() if s.lifecycle_stage != "prospect"
-    )[:40]
 
     async def record(session: AsyncSession, ids: list[str]) -> int:
         predictions = await PredictionService(session, demo, model).many(ids, T2)
